@@ -1,0 +1,174 @@
+"""The contracts every plugin component fulfils.
+
+A plugin registers *factories*: callables that take the component's parameters as keyword
+arguments (the ``params`` mapping of a suite) and return the component.  The harness only
+talks to components through the small interfaces below, so the paper's own components
+(``plugins/ood_bench_paper``) and a third party's are interchangeable.
+
+Conventions shared by every component:
+
+* Images are float tensors in ``[0, 1]``, shape ``(C, H, W)``, *not* normalised.  The harness
+  puts the ID dataset's normalisation inside the model (:class:`Normalized`), so an input
+  perturbation (ODIN, GODIN) made in pixel space equals the official code's perturbation of
+  the normalised image with the gradient sign divided by the per-channel std.
+* Detector scores: **higher = more in-distribution** (the paper's direction).
+* Metrics through the Python API are fractions; paper-facing tables are percentages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+# --------------------------------------------------------------------------------------
+# Datasets
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class DataContext:
+    """Where and how a dataset may get its data."""
+
+    root: Path  #: the data root; each dataset documents its folder under it
+    download: bool = True  #: may the dataset download missing data?
+    seed: int = 0  #: seed for any random draw the dataset makes (noise images, crops)
+
+
+class DatasetSource:
+    """A dataset plugin component.
+
+    Subclasses set the class attributes and implement :meth:`build`.  ``num_classes`` is
+    0 for a dataset that only serves as OOD data.  ``mean``/``std`` are the normalisation
+    the model applies when this dataset is the in-distribution dataset.
+    """
+
+    num_classes: int = 0
+    input_shape: tuple[int, int, int] = (3, 32, 32)
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    splits: tuple[str, ...] = ("test",)
+
+    def build(self, split: str, ctx: DataContext) -> Dataset:
+        """Return a Dataset of ``(image, label)`` with images as described in the module docstring.
+
+        OOD-only datasets use label ``-1``.  Raise :class:`logitnorm_bench.errors.DataMissingError`
+        when the data is neither on disk nor downloadable, naming the folder and how to get it.
+        """
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------
+# Architectures
+# --------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Classifier(Protocol):
+    """What an architecture factory ``(num_classes, input_shape, **params)`` must return.
+
+    An ``nn.Module`` with ``forward(x) == head(features(x))``: ``features`` gives the
+    penultimate features ``(B, D)`` and ``head`` is the final layer (an ``nn.Linear`` for
+    every paper architecture; a loss such as GODIN may replace it).
+    """
+
+    head: nn.Module
+
+    def features(self, x: Tensor) -> Tensor: ...
+
+    def __call__(self, x: Tensor) -> Tensor: ...
+
+
+class Normalized(nn.Module):
+    """Wraps a classifier with the ID dataset's normalisation, keeping its contract."""
+
+    def __init__(self, net: nn.Module, mean: Iterable[float], std: Iterable[float]):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+    @property
+    def head(self) -> nn.Module:
+        return self.net.head
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.net.features((x - self.mean) / self.std)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net.head(self.features(x))
+
+
+# --------------------------------------------------------------------------------------
+# Losses
+# --------------------------------------------------------------------------------------
+
+
+class Loss(nn.Module):
+    """A training loss: ``forward(logits, targets) -> scalar`` (mean over the batch).
+
+    ``prepare_model`` may change the architecture before training (GODIN swaps the head);
+    ``no_weight_decay`` names parameters trained without weight decay.
+    """
+
+    def prepare_model(self, model: nn.Module, num_classes: int) -> nn.Module:
+        return model
+
+    def no_weight_decay(self, model: nn.Module) -> list[nn.Parameter]:
+        return []
+
+
+# --------------------------------------------------------------------------------------
+# Detectors
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelOutputs:
+    """What the shared forward pass over one batch collects."""
+
+    logits: Tensor  #: (B, K)
+    features: Tensor | None = None  #: (B, D) penultimate features, when a detector needs them
+
+
+@dataclass
+class FitData:
+    """Data a detector may fit or tune on: ID data only, never the test OOD sets."""
+
+    model: nn.Module
+    id_train: Dataset | None
+    id_val: Dataset | None
+    device: torch.device
+    batch_size: int = 256
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Detector:
+    """An OOD scorer.  Scores are **higher = more in-distribution**.
+
+    Output-based detectors implement :meth:`score_outputs` and are served by the shared pass
+    (set ``needs_features`` when they need penultimate features).  Detectors that need
+    gradients with respect to the input set ``needs_input_grad`` and implement
+    :meth:`score_inputs`, doing their own pass.
+    """
+
+    needs_features: bool = False
+    needs_input_grad: bool = False
+    needs_fit: bool = False
+
+    def fit(self, data: FitData) -> dict[str, Any]:
+        """Fit or tune on ID data; return what was chosen (goes into the record)."""
+        return {}
+
+    def score_outputs(self, outputs: ModelOutputs, model: nn.Module) -> Tensor:
+        raise NotImplementedError
+
+    def score_inputs(self, model: nn.Module, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+Factory = Callable[..., Any]

@@ -1,0 +1,69 @@
+"""Hook specifications: the four kinds of component (and executors) a plugin can register.
+
+Every hook is a register-callback (the style of llm and datasette): the harness calls
+``register_<kind>(register)`` and the plugin calls ``register(name, factory, **info)`` once
+per component, so one plugin module can provide many named things.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+import pluggy
+
+PROJECT = "ood_bench"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+class Register(Protocol):
+    def __call__(self, name: str, factory: Callable[..., Any], *, description: str = "") -> None: ...
+
+
+@hookspec
+def register_datasets(register: Register) -> None:
+    """Register dataset sources.
+
+    ``factory(**params)`` returns a :class:`logitnorm_bench.components.DatasetSource`: it knows its
+    class count, input shape and normalisation, and builds a torch Dataset per split (downloading
+    when allowed).  Images are float tensors in [0, 1], not normalised; OOD-only datasets use label -1.
+    """
+
+
+@hookspec
+def register_architectures(register: Register) -> None:
+    """Register architectures.
+
+    ``factory(num_classes, input_shape, **params)`` returns an ``nn.Module`` whose ``forward(x)``
+    gives logits and equals ``head(features(x))``: ``features`` returns penultimate features and
+    ``head`` is the final layer (see :class:`logitnorm_bench.components.Classifier`).
+    """
+
+
+@hookspec
+def register_losses(register: Register) -> None:
+    """Register training losses.
+
+    ``factory(**params)`` returns a :class:`logitnorm_bench.components.Loss`: ``forward(logits,
+    targets)`` gives the mean loss; ``prepare_model`` may add or replace the head (GODIN);
+    ``no_weight_decay`` lists parameters trained without weight decay.
+    """
+
+
+@hookspec
+def register_detectors(register: Register) -> None:
+    """Register OOD detectors (scoring functions).
+
+    ``factory(**params)`` returns a :class:`logitnorm_bench.components.Detector` whose scores are
+    higher for more in-distribution inputs.  It scores the shared pass's outputs, or (when it
+    needs input gradients) does its own pass; it may fit or tune on ID data.
+    """
+
+
+@hookspec
+def register_executors(register: Register) -> None:
+    """Register executors that run a plan's training runs (``local``, ``ray``, ...).
+
+    ``factory(**options)`` returns an object with ``run(jobs, work_fn) -> iterator of results``;
+    see :mod:`logitnorm_bench.executors`.
+    """

@@ -1,0 +1,118 @@
+"""The leaderboard: one row per (id_dataset, arch, loss + params, detector + params, ood_dataset),
+aggregated over seeds, plus an ``average`` row over the OOD sets of each group.  Always rebuilt
+from the records; metrics in percent like the paper; mean and std in separate numeric columns.
+
+The ``average`` row averages, per seed, the metrics over the group's OOD sets (the paper's
+"Average" column), then takes mean and std over the seeds that have every OOD set.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from logitnorm_bench.records import ResultsDir, atomic_write_bytes
+
+OOD_METRICS = ("fpr95", "auroc", "aupr_in", "aupr_out")
+RUN_METRICS = ("id_acc", "ece", "ece_ts", "logit_norm_id", "logit_norm_ood")
+PERCENT = set(OOD_METRICS) | {"id_acc", "ece", "ece_ts"}
+KEY_COLUMNS = ("id_dataset", "arch", "loss", "loss_params", "detector", "detector_params", "ood_dataset")
+COLUMNS = (KEY_COLUMNS + ("n_seeds",)
+           + tuple(c for m in OOD_METRICS + RUN_METRICS for c in (m, f"{m}_std"))
+           + ("arch_params", "seeds", "n_failed", "smoke", "run_ids"))
+
+
+def _params(p: dict) -> str:
+    return json.dumps(p or {}, sort_keys=True, separators=(",", ":"))
+
+
+def _group_key(rec: dict) -> tuple:
+    return (rec["id_dataset"], rec["arch"], _params(rec.get("arch_params")), rec["loss"],
+            _params(rec.get("loss_params")), rec["detector"], _params(rec.get("detector_params")),
+            bool(rec.get("smoke")))
+
+
+def _value(rec: dict, metric: str) -> float | None:
+    src = rec.get("metrics", {}) if metric in OOD_METRICS else rec.get("run_metrics", {})
+    v = src.get(metric)
+    if v is None:
+        return None
+    return 100.0 * v if metric in PERCENT else float(v)
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def build_rows(records: list[dict]) -> list[dict]:
+    groups: dict[tuple, dict[str, dict[int, dict]]] = defaultdict(lambda: defaultdict(dict))
+    failed: dict[tuple, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for rec in records:
+        key = _group_key(rec)
+        if rec.get("status") != "ok":
+            failed[key][rec["ood_dataset"]] += 1
+            continue
+        groups[key][rec["ood_dataset"]][rec["seed"]] = rec
+    rows = []
+    for key in sorted(set(groups) | set(failed)):
+        id_ds, arch, arch_p, loss, loss_p, det, det_p, smoke = key
+        base = {"id_dataset": id_ds, "arch": arch, "arch_params": arch_p, "loss": loss, "loss_params": loss_p,
+                "detector": det, "detector_params": det_p, "smoke": smoke}
+        per_ood = groups.get(key, {})
+        for ood in sorted(set(per_ood) | set(failed.get(key, {}))):
+            by_seed = per_ood.get(ood, {})
+            row = dict(base, ood_dataset=ood, n_seeds=len(by_seed), seeds=" ".join(map(str, sorted(by_seed))),
+                       n_failed=failed.get(key, {}).get(ood, 0),
+                       run_ids=" ".join(sorted({r["run_id"] for r in by_seed.values()})))
+            for m in OOD_METRICS + RUN_METRICS:
+                vals = [v for r in by_seed.values() if (v := _value(r, m)) is not None]
+                row[m], row[f"{m}_std"] = _mean_std(vals)
+            rows.append(row)
+        if len(per_ood) > 1:
+            oods = sorted(per_ood)
+            seeds = sorted(set.intersection(*(set(per_ood[o]) for o in oods)))
+            row = dict(base, ood_dataset="average", n_seeds=len(seeds), seeds=" ".join(map(str, seeds)),
+                       n_failed=sum(failed.get(key, {}).values()),
+                       run_ids=" ".join(sorted({per_ood[o][s]["run_id"] for o in oods for s in seeds})))
+            for m in OOD_METRICS + RUN_METRICS:
+                per_seed = []
+                for s in seeds:
+                    vals = [_value(per_ood[o][s], m) for o in oods]
+                    if all(v is not None for v in vals):
+                        per_seed.append(statistics.fmean(vals))
+                row[m], row[f"{m}_std"] = _mean_std(per_seed)
+            rows.append(row)
+    return rows
+
+
+def to_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: _fmt(row.get(c)) for c in COLUMNS})
+    return buf.getvalue()
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return str(v)
+
+
+def write_leaderboard(results_root: str | Path) -> Path:
+    results = ResultsDir(results_root)
+    rows = build_rows(list(results.records()))
+    path = Path(results_root) / "leaderboard.csv"
+    atomic_write_bytes(path, to_csv(rows).encode())
+    return path

@@ -1,0 +1,48 @@
+"""Component parameters resolved against the factory's signature.
+
+Filling in the factory's defaults makes ``logitnorm`` and ``logitnorm`` with ``{tau: 0.04}`` the same
+training run (one hash), and lets an unknown parameter fail before anything runs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Any
+
+from logitnorm_bench.errors import ConfigError
+
+# Arguments the harness passes itself, never from a suite.
+HARNESS_ARGS = {"num_classes", "input_shape"}
+
+
+def resolve_params(entry, params: dict | None, *, file: str | None = None, key: str | None = None) -> dict:
+    params = dict(params or {})
+    try:
+        sig = inspect.signature(entry.factory)
+    except (TypeError, ValueError):  # builtins without a signature: take params as given
+        return params
+    accepted = {n: p for n, p in sig.parameters.items()
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in HARNESS_ARGS}
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+    for name in params:
+        if name not in accepted and not takes_any:
+            close = difflib.get_close_matches(name, list(accepted), n=1, cutoff=0.5)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown parameter '{name}' of {entry.name}{hint}; expected one of "
+                              f"{', '.join(accepted) or '(none)'}", file=file, key=f"{key}.{name}" if key else name)
+    resolved = {n: p.default for n, p in accepted.items() if p.default is not inspect.Parameter.empty}
+    resolved.update(params)
+    missing = [n for n, p in accepted.items() if p.default is inspect.Parameter.empty and n not in resolved]
+    if missing:
+        raise ConfigError(f"{entry.name} needs parameter(s) {', '.join(missing)}", file=file, key=key)
+    return _plain(resolved)
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists and so on, so that the params hash the same way they are written to JSON."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in sorted(value.items())}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,470 @@
+"""Suites: YAML files that enumerate grids, validated completely before anything runs.
+
+Every error is one line ``FILE:KEY.PATH: got VALUE; expected ...``.  The format::
+
+    suite: quick                # name
+    version: 1
+    defaults:
+      train: {...}              # training recipe (TrainRecipe fields)
+      evaluation: {...}         # evaluation protocol (EvalProtocol fields)
+    experiments:
+      table1:
+        matrix:                 # lists; the grid is their product (GitHub Actions semantics)
+          id_dataset: [cifar10]
+          arch: [wrn40_2]
+          loss: [ce, logitnorm]
+          detector: [msp]
+          ood_dataset: [svhn, textures]
+          seed: [0, 1]
+        include: [...]          # GitHub Actions include (extend matching combinations or add new ones)
+        exclude: [...]          # drop combinations matching every key given
+        train: {...}            # overrides of defaults.train for this experiment
+        evaluation: {...}
+
+Matrix keys: ``id_dataset arch arch_params loss loss_params detector detector_params ood_dataset
+seed weights``.  ``*_params`` are mappings of the component's parameters; ``weights`` evaluates given
+weights (a checkpoint path) instead of training.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import itertools
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from logitnorm_bench.errors import ConfigError
+
+MATRIX_KEYS = ("id_dataset", "arch", "arch_params", "loss", "loss_params", "detector",
+               "detector_params", "ood_dataset", "seed", "weights")
+REQUIRED_KEYS = ("id_dataset", "arch", "loss", "detector", "ood_dataset", "seed")
+
+
+@dataclass
+class FastPath:
+    """The GPU fast path (see docs/performance.md); all off = the plain path."""
+
+    channels_last: bool = False
+    bf16: bool = False
+    gpu_data: bool = False  #: hold the training set on the device and augment there
+    compile: bool = False
+
+
+@dataclass
+class TrainRecipe:
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: str = "multistep"  #: multistep | cosine | constant
+    milestones: list = field(default_factory=lambda: [80, 140])
+    gamma: float = 0.1
+    crop_padding: int = 4  #: random crop with this padding; 0 = no crop
+    hflip: bool = True
+    drop_last: bool = True
+    max_batches_per_epoch: int | None = None  #: cap (smoke mode); None = the whole epoch
+    fast: FastPath = field(default_factory=FastPath)
+    # Not part of the weights' identity:
+    checkpoint_every: int = 1  #: epochs between resumable checkpoints
+    monitor_samples: int = 256  #: images per set for the per-epoch logit-norm curve (Figure 1)
+    monitor_ood: str | None = None  #: OOD set for that curve (the paper's: svhn); None = ID only
+
+    NOT_HASHED = ("checkpoint_every", "monitor_samples", "monitor_ood")
+
+
+@dataclass
+class EvalProtocol:
+    ood_samples: int | None = 2000  #: images drawn per OOD set (seeded); None = all
+    sample_seed: int = 0
+    batch_size: int = 256
+    id_val_samples: int = 1000  #: ID images for detectors that tune (from the val split, else train)
+    calibration_bins: int = 15
+    score_hist_bins: int = 30
+
+
+@dataclass
+class Combo:
+    """One matrix combination, normalised."""
+
+    id_dataset: str
+    arch: str
+    loss: str
+    detector: str
+    ood_dataset: str
+    seed: int
+    arch_params: dict = field(default_factory=dict)
+    loss_params: dict = field(default_factory=dict)
+    detector_params: dict = field(default_factory=dict)
+    weights: str | None = None
+
+
+@dataclass
+class Experiment:
+    name: str
+    combos: list[Combo]
+    train: TrainRecipe
+    evaluation: EvalProtocol
+
+
+@dataclass
+class Suite:
+    name: str
+    version: Any
+    path: str
+    experiments: list[Experiment]
+    select: list[dict] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------
+# Loading
+# ------------------------------------------------------------------------------------------
+
+
+def load_suite(path: str | Path, overrides: list[str] = (), plugins=None) -> Suite:
+    """Read, override (``--set``), validate and expand a suite file."""
+    path = Path(path)
+    fname = str(path)
+    if not path.is_file():
+        raise ConfigError(f"suite file not found: {path}")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"malformed YAML{where}: {problem}", file=fname) from None
+    return parse_suite(doc, fname, overrides, plugins)
+
+
+def parse_suite(doc: Any, fname: str, overrides: list[str] = (), plugins=None) -> Suite:
+    if not isinstance(doc, dict):
+        raise ConfigError(f"got {_show(doc)}; expected a mapping with keys suite, experiments",
+                          file=fname)
+    doc = copy.deepcopy(doc)
+    recipe_overrides = []
+    for item in overrides:
+        key, value = parse_override(item)
+        if key.split(".")[0] in ("train", "evaluation"):
+            recipe_overrides.append((key, value))  # applies to every experiment, after merging
+        else:
+            _set_path(doc, key, value, fname)
+    _check_keys(doc, {"suite", "version", "description", "defaults", "experiments", "select"}, fname, "")
+    name = doc.get("suite")
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"got {_show(name)}; expected the suite's name (a string)", file=fname, key="suite")
+    defaults = doc.get("defaults") or {}
+    _expect(defaults, dict, fname, "defaults", "a mapping with train / evaluation")
+    _check_keys(defaults, {"train", "evaluation"}, fname, "defaults")
+    experiments = doc.get("experiments")
+    if not isinstance(experiments, dict) or not experiments:
+        raise ConfigError(f"got {_show(experiments)}; expected a mapping of experiment name to "
+                          "experiment (at least one)", file=fname, key="experiments")
+    out = []
+    for exp_name, exp in experiments.items():
+        key = f"experiments.{exp_name}"
+        _expect(exp, dict, fname, key, "a mapping with matrix (and include, exclude, train, evaluation)")
+        _check_keys(exp, {"matrix", "include", "exclude", "train", "evaluation", "description"}, fname, key)
+        train_doc = _merge(defaults.get("train") or {}, exp.get("train") or {}, fname, f"{key}.train")
+        eval_doc = _merge(defaults.get("evaluation") or {}, exp.get("evaluation") or {}, fname,
+                          f"{key}.evaluation")
+        for okey, value in recipe_overrides:
+            target = train_doc if okey.startswith("train.") else eval_doc
+            _set_path(target, okey.split(".", 1)[1], value, fname)
+        train = build_dataclass(TrainRecipe, train_doc, fname, "train")
+        evaluation = build_dataclass(EvalProtocol, eval_doc, fname, "evaluation")
+        check_train(train, fname, f"{key}.train")
+        check_evaluation(evaluation, fname, f"{key}.evaluation")
+        combos = expand_matrix(exp, fname, key)
+        out.append(Experiment(str(exp_name), combos, train, evaluation))
+    suite = Suite(name=name, version=doc.get("version"), path=fname, experiments=out,
+                  select=doc.get("select") or [])
+    if plugins is not None:
+        check_names(suite, plugins)
+    return suite
+
+
+# ------------------------------------------------------------------------------------------
+# Matrix expansion (GitHub Actions semantics)
+# ------------------------------------------------------------------------------------------
+
+
+def expand_matrix(exp: dict, fname: str, key: str) -> list[Combo]:
+    matrix = exp.get("matrix")
+    if not isinstance(matrix, dict) or not matrix:
+        raise ConfigError(f"got {_show(matrix)}; expected a non-empty mapping of matrix key to list",
+                          file=fname, key=f"{key}.matrix")
+    _check_keys(matrix, set(MATRIX_KEYS), fname, f"{key}.matrix")
+    for mkey, values in matrix.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"got {_show(values)}; expected a non-empty list", file=fname,
+                              key=f"{key}.matrix.{mkey}")
+    names = list(matrix)
+    combos = [dict(zip(names, vals)) for vals in itertools.product(*(matrix[n] for n in names))]
+
+    for i, ex in enumerate(_list_of_maps(exp.get("exclude"), fname, f"{key}.exclude")):
+        _check_keys(ex, set(MATRIX_KEYS), fname, f"{key}.exclude[{i}]")
+        combos = [c for c in combos if not all(_equal(c.get(k), v) for k, v in ex.items())]
+
+    original = set(names)
+    for i, inc in enumerate(_list_of_maps(exp.get("include"), fname, f"{key}.include")):
+        _check_keys(inc, set(MATRIX_KEYS), fname, f"{key}.include[{i}]")
+        matched = False
+        for c in combos:
+            # Added to a combination when it overwrites none of the original matrix values.
+            if all(_equal(c.get(k), v) for k, v in inc.items() if k in original):
+                c.update(copy.deepcopy(inc))
+                matched = True
+        if not matched:
+            combos.append(copy.deepcopy(inc))
+
+    if not combos:
+        raise ConfigError("the matrix expands to no combination (everything excluded?)",
+                          file=fname, key=f"{key}.matrix")
+    return [_combo(c, fname, f"{key}.matrix") for c in combos]
+
+
+def _combo(c: dict, fname: str, key: str) -> Combo:
+    for req in REQUIRED_KEYS:
+        if req not in c:
+            raise ConfigError(f"a combination has no '{req}' ({_show(c)}); expected every combination "
+                              f"to set {', '.join(REQUIRED_KEYS)}", file=fname, key=key)
+    for name_key in ("id_dataset", "arch", "loss", "detector", "ood_dataset"):
+        if not isinstance(c[name_key], str) or not c[name_key]:
+            raise ConfigError(f"got {_show(c[name_key])}; expected a component name (string)",
+                              file=fname, key=f"{key}.{name_key}")
+    for pkey in ("arch_params", "loss_params", "detector_params"):
+        if c.get(pkey) is None:
+            c[pkey] = {}
+        if not isinstance(c[pkey], dict):
+            raise ConfigError(f"got {_show(c[pkey])}; expected a mapping of parameter to value",
+                              file=fname, key=f"{key}.{pkey}")
+    seed = c["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"got {_show(seed)}; expected a non-negative integer seed", file=fname,
+                          key=f"{key}.seed")
+    if c["ood_dataset"] == c["id_dataset"]:
+        raise ConfigError(f"got ood_dataset {c['ood_dataset']!r} equal to id_dataset; expected an OOD "
+                          "dataset different from the ID dataset", file=fname, key=f"{key}.ood_dataset")
+    weights = c.get("weights")
+    if weights is not None and not isinstance(weights, str):
+        raise ConfigError(f"got {_show(weights)}; expected a checkpoint path (string)", file=fname,
+                          key=f"{key}.weights")
+    return Combo(**{k: c.get(k) for k in MATRIX_KEYS if k in c})
+
+
+def _equal(a: Any, b: Any) -> bool:
+    return a == b
+
+
+def _list_of_maps(value: Any, fname: str, key: str) -> list[dict]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"got {_show(value)}; expected a list of mappings", file=fname, key=key)
+    return value
+
+
+# ------------------------------------------------------------------------------------------
+# Recipe validation
+# ------------------------------------------------------------------------------------------
+
+
+def build_dataclass(cls, doc: dict, fname: str, key: str):
+    """Build a dataclass from a mapping, checking unknown keys and types."""
+    _expect(doc, dict, fname, key, f"a mapping of {cls.__name__} fields")
+    known = {f.name: f for f in fields(cls)}
+    _check_keys(doc, set(known), fname, key)
+    defaults = cls()
+    kwargs = {}
+    for name, value in doc.items():
+        default = getattr(defaults, name)
+        if hasattr(default, "__dataclass_fields__"):
+            kwargs[name] = build_dataclass(type(default), value or {}, fname, f"{key}.{name}")
+            continue
+        ftype = str(known[name].type)
+        if value is None and "None" in ftype:
+            kwargs[name] = None
+            continue
+        if default is None and ftype.startswith("str") and isinstance(value, str):
+            kwargs[name] = value
+            continue
+        kwargs[name] = _coerce(value, default, fname, f"{key}.{name}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, default: Any, fname: str, key: str) -> Any:
+    if default is None:
+        if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+            return value
+        raise ConfigError(f"got {_show(value)}; expected an integer or null", file=fname, key=key)
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"got {_show(value)}; expected true or false", file=fname, key=key)
+    if isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"got {_show(value)}; expected an integer", file=fname, key=key)
+    if isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 5e-4 as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"got {_show(value)}; expected a number", file=fname, key=key)
+    if isinstance(default, str):
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"got {_show(value)}; expected a string", file=fname, key=key)
+    if isinstance(default, list):
+        if isinstance(value, list):
+            return value
+        raise ConfigError(f"got {_show(value)}; expected a list", file=fname, key=key)
+    return value
+
+
+def check_train(t: TrainRecipe, fname: str, key: str) -> None:
+    def bad(field_name, expected):
+        raise ConfigError(f"got {_show(getattr(t, field_name))}; expected {expected}", file=fname,
+                          key=f"{key}.{field_name}")
+
+    if t.epochs <= 0:
+        bad("epochs", "a positive integer")
+    if t.batch_size <= 0:
+        bad("batch_size", "a positive integer")
+    if t.lr <= 0:
+        bad("lr", "a positive number")
+    if not 0 <= t.momentum < 1:
+        bad("momentum", "a number in [0, 1)")
+    if t.weight_decay < 0:
+        bad("weight_decay", "a non-negative number")
+    if t.schedule not in ("multistep", "cosine", "constant"):
+        bad("schedule", "one of multistep, cosine, constant")
+    if not all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in t.milestones):
+        bad("milestones", "a list of positive integer epochs")
+    if not 0 < t.gamma <= 1:
+        bad("gamma", "a number in (0, 1]")
+    if t.crop_padding < 0:
+        bad("crop_padding", "a non-negative integer")
+    if t.max_batches_per_epoch is not None and t.max_batches_per_epoch <= 0:
+        bad("max_batches_per_epoch", "a positive integer or null")
+    if t.checkpoint_every <= 0:
+        bad("checkpoint_every", "a positive integer")
+
+
+def check_evaluation(e: EvalProtocol, fname: str, key: str) -> None:
+    for name in ("batch_size", "id_val_samples", "calibration_bins", "score_hist_bins"):
+        if getattr(e, name) <= 0:
+            raise ConfigError(f"got {getattr(e, name)}; expected a positive integer", file=fname,
+                              key=f"{key}.{name}")
+    if e.ood_samples is not None and e.ood_samples <= 0:
+        raise ConfigError(f"got {e.ood_samples}; expected a positive integer or null (all)",
+                          file=fname, key=f"{key}.ood_samples")
+
+
+def check_names(suite: Suite, plugins) -> None:
+    """Every component name and parameter resolves in the registries."""
+    from logitnorm_bench.params import resolve_params
+
+    for exp in suite.experiments:
+        for i, c in enumerate(exp.combos):
+            key = f"experiments.{exp.name}.matrix"
+            for kind, name_key, params_key in (("datasets", "id_dataset", None),
+                                               ("datasets", "ood_dataset", None),
+                                               ("architectures", "arch", "arch_params"),
+                                               ("losses", "loss", "loss_params"),
+                                               ("detectors", "detector", "detector_params")):
+                reg = plugins.registry(kind)
+                name = getattr(c, name_key)
+                if name not in reg:
+                    raise ConfigError(reg.unknown_message(name), file=suite.path, key=f"{key}.{name_key}")
+                if params_key:
+                    params = resolve_params(reg.get(name), getattr(c, params_key), file=suite.path,
+                                            key=f"{key}.{params_key}")
+                    if kind in ("losses", "detectors"):  # cheap to build: catches tau <= 0 and the like
+                        try:
+                            reg.build(name, **params)
+                        except (ValueError, TypeError) as exc:
+                            raise ConfigError(f"{name} rejects {_show(params)}: {exc}", file=suite.path,
+                                              key=f"{key}.{params_key}") from None
+
+
+# ------------------------------------------------------------------------------------------
+# Helpers
+# ------------------------------------------------------------------------------------------
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``train.epochs=1`` -> (``train.epochs``, 1); the value is read as YAML."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=1")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {item!r}: expected a dotted key such as train.epochs")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
+    return key, value
+
+
+def _set_path(doc: dict, dotted: str, value: Any, fname: str) -> None:
+    parts = dotted.split(".")
+    node = doc
+    for p in parts[:-1]:
+        nxt = node.get(p) if isinstance(node, dict) else None
+        if nxt is None:
+            nxt = {}
+            node[p] = nxt
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"--set {dotted}: '{p}' is not a mapping", file=fname, key=dotted)
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _merge(base: dict, over: dict, fname: str, key: str) -> dict:
+    _expect(base, dict, fname, key, "a mapping")
+    _expect(over, dict, fname, key, "a mapping")
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v, fname, f"{key}.{k}")
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _check_keys(doc: dict, allowed: set[str], fname: str, key: str) -> None:
+    for k in doc:
+        if k not in allowed:
+            close = difflib.get_close_matches(str(k), sorted(allowed), n=1, cutoff=0.5)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown key '{k}'{hint}; expected one of {', '.join(sorted(allowed))}",
+                              file=fname, key=f"{key}.{k}" if key else str(k))
+
+
+def _expect(value: Any, typ: type, fname: str, key: str, expected: str) -> None:
+    if not isinstance(value, typ):
+        raise ConfigError(f"got {_show(value)}; expected {expected}", file=fname, key=key)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def recipe_dict(recipe: TrainRecipe, hashed_only: bool = False) -> dict:
+    d = asdict(recipe)
+    if hashed_only:
+        for k in TrainRecipe.NOT_HASHED:
+            d.pop(k, None)
+    return d

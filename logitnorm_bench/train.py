@@ -1,0 +1,205 @@
+"""Training: the recipe of a suite applied to one TrainingRun, resumable from its last checkpoint.
+
+The training set is held as one tensor and augmented per batch with tensor ops (random crop with
+zero padding + horizontal flip, like torchvision's ``RandomCrop(32, padding=4)`` and
+``RandomHorizontalFlip``).  That is the same code on CPU and GPU, needs no DataLoader workers for
+CIFAR-sized data, and makes every random draw come from one seeded generator that a checkpoint
+saves, so a resumed run gives the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from logitnorm_bench.components import Normalized
+from logitnorm_bench.records import atomic_torch_save
+
+
+class DivergedError(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def materialize(ds: Dataset, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """A dataset as two tensors (images, labels), loaded once."""
+    if isinstance(ds, TensorDataset) and len(ds.tensors) >= 2:
+        return ds.tensors[0].float(), ds.tensors[1].long()
+    if len(ds) == 0:
+        raise ValueError("the dataset has no items")
+    xs, ys = [], []
+    for x, y in DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0):
+        xs.append(x.float())
+        ys.append(torch.as_tensor(y).long())
+    return torch.cat(xs), torch.cat(ys)
+
+
+def augment(x: torch.Tensor, padding: int, hflip: bool, gen: torch.Generator) -> torch.Tensor:
+    """Random crop (zero padding) and horizontal flip of a batch, one draw per image."""
+    b, c, h, w = x.shape
+    if padding > 0:
+        padded = F.pad(x, (padding, padding, padding, padding))
+        i = torch.randint(0, 2 * padding + 1, (b,), generator=gen, device=gen.device).to(x.device)
+        j = torch.randint(0, 2 * padding + 1, (b,), generator=gen, device=gen.device).to(x.device)
+        rows = (i[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+        cols = (j[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+        x = padded[torch.arange(b, device=x.device)[:, None, None, None],
+                   torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
+    if hflip:
+        flip = (torch.rand(b, generator=gen, device=gen.device) < 0.5).to(x.device)
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    return x
+
+
+def make_optimizer(model: nn.Module, loss: nn.Module, recipe: dict) -> torch.optim.Optimizer:
+    no_wd = {id(p) for p in loss.no_weight_decay(model)}
+    decay = [p for p in model.parameters() if p.requires_grad and id(p) not in no_wd]
+    plain = [p for p in model.parameters() if p.requires_grad and id(p) in no_wd]
+    groups = [{"params": decay, "weight_decay": recipe["weight_decay"]}]
+    if plain:
+        groups.append({"params": plain, "weight_decay": 0.0})
+    return torch.optim.SGD(groups, lr=recipe["lr"], momentum=recipe["momentum"],
+                           nesterov=recipe["nesterov"])
+
+
+def make_scheduler(opt: torch.optim.Optimizer, recipe: dict):
+    if recipe["schedule"] == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=recipe["milestones"], gamma=recipe["gamma"])
+    if recipe["schedule"] == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=recipe["epochs"])
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0)
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    history: list[dict]
+    seconds: float
+    resumed_from: int
+
+
+def rng_state(gen: torch.Generator) -> dict:
+    state = {"torch": torch.get_rng_state(), "generator": gen.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(gen: torch.Generator, state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    gen.set_state(state["generator"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train(model: nn.Module, loss_fn: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
+          recipe: dict, seed: int, device: torch.device, checkpoint: Path | None = None,
+          monitor: Callable[[nn.Module], dict] | None = None,
+          progress: Callable[[str], None] = lambda s: None) -> TrainResult:
+    """Train ``model`` in place with ``recipe``; resume from ``checkpoint`` when it exists."""
+    fast = recipe.get("fast") or {}
+    model.to(device)
+    if fast.get("channels_last"):
+        model.to(memory_format=torch.channels_last)
+    opt = make_optimizer(model, loss_fn, recipe)
+    sched = make_scheduler(opt, recipe)
+    gen_device = device if fast.get("gpu_data") and device.type == "cuda" else torch.device("cpu")
+    gen = torch.Generator(device=gen_device).manual_seed(seed)
+    history: list[dict] = []
+    start_epoch = 0
+    if checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        set_rng_state(gen, {k: (v.cpu() if isinstance(v, torch.Tensor) else [t.cpu() for t in v])
+                            for k, v in state["rng"].items()})
+        history = state["history"]
+        start_epoch = int(state["epoch"])
+
+    if fast.get("gpu_data"):
+        train_x, train_y = train_x.to(device), train_y.to(device)
+    step_fn = _train_step(model, loss_fn, opt, device, fast)
+    epochs, bs = recipe["epochs"], recipe["batch_size"]
+    n = train_x.shape[0]
+    n_batches = n // bs if recipe["drop_last"] and n >= bs else math.ceil(n / bs)
+    if recipe.get("max_batches_per_epoch"):
+        n_batches = min(n_batches, recipe["max_batches_per_epoch"])
+    t0 = time.perf_counter()
+    for epoch in range(start_epoch, epochs):
+        model.train()
+        te = time.perf_counter()
+        perm = torch.randperm(n, generator=gen, device=gen.device)
+        total, correct, seen = 0.0, 0, 0
+        for b in range(n_batches):
+            idx = perm[b * bs:(b + 1) * bs].to(train_x.device)
+            x = augment(train_x[idx], recipe["crop_padding"], recipe["hflip"], gen)
+            y = train_y[idx]
+            loss, logits = step_fn(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
+            lv = float(loss)
+            if not math.isfinite(lv):
+                raise DivergedError(f"loss became {lv} at epoch {epoch + 1}, batch {b + 1}")
+            total += lv * len(idx)
+            correct += int((logits.argmax(1) == y.to(logits.device)).sum())
+            seen += len(idx)
+        lr = opt.param_groups[0]["lr"]
+        sched.step()
+        entry = {"epoch": epoch + 1, "loss": total / max(seen, 1), "train_acc": correct / max(seen, 1),
+                 "lr": lr, "seconds": time.perf_counter() - te}
+        if monitor is not None:
+            entry.update(monitor(model))
+        history.append(entry)
+        done = epoch + 1 - start_epoch
+        eta = (time.perf_counter() - t0) / done * (epochs - epoch - 1)
+        progress(f"epoch {epoch + 1}/{epochs} loss {entry['loss']:.4f} acc {entry['train_acc']:.3f} "
+                 f"lr {lr:.4g} ({entry['seconds']:.1f}s/epoch, ETA {_fmt_time(eta)})")
+        if checkpoint is not None and ((epoch + 1) % recipe["checkpoint_every"] == 0 or epoch + 1 == epochs):
+            atomic_torch_save(checkpoint, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                           "scheduler": sched.state_dict(), "rng": rng_state(gen),
+                                           "history": history, "epoch": epoch + 1})
+    if fast.get("channels_last"):
+        model.to(memory_format=torch.contiguous_format)
+    return TrainResult(model, history, time.perf_counter() - t0, start_epoch)
+
+
+def _train_step(model, loss_fn, opt, device, fast):
+    bf16 = bool(fast.get("bf16")) and device.type == "cuda"
+    channels_last = bool(fast.get("channels_last"))
+    forward = torch.compile(model) if fast.get("compile") else model
+
+    def step(x, y):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext():
+            logits = forward(x)
+            loss = loss_fn(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.detach(), logits.detach()
+
+    return step
+
+
+def _fmt_time(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def build_model(plugins, arch: str, arch_params: dict, loss_fn, source, seed: int) -> nn.Module:
+    """Architecture (seeded init) + the loss's head changes, wrapped with the ID normalisation."""
+    torch.manual_seed(seed)
+    net = plugins.architectures.build(arch, num_classes=source.num_classes,
+                                      input_shape=tuple(source.input_shape), **arch_params)
+    model = Normalized(net, source.mean, source.std)
+    return loss_fn.prepare_model(model, source.num_classes)

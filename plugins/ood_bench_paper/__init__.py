@@ -1,0 +1,1 @@
+"""Built-in plugins: the LogitNorm paper's losses, architectures, detectors and datasets."""
