@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"ood-bench: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `ood-bench plan ... | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("ood-bench: interrupted; finished records are kept, rerun to resume", file=sys.stderr)
         return 130

@@ -32,7 +32,11 @@ def resolve_params(entry, params: dict | None, *, file: str | None = None, key: 
             raise ConfigError(f"unknown parameter '{name}' of {entry.name}{hint}; expected one of "
                               f"{', '.join(accepted) or '(none)'}", file=file, key=f"{key}.{name}" if key else name)
     resolved = {n: p.default for n, p in accepted.items() if p.default is not inspect.Parameter.empty}
-    resolved.update(params)
+    for name, value in params.items():
+        default = resolved.get(name)
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)  # {temperature: 1} is {temperature: 1.0}: one hash, one run
+        resolved[name] = value
     missing = [n for n, p in accepted.items() if p.default is inspect.Parameter.empty and n not in resolved]
     if missing:
         raise ConfigError(f"{entry.name} needs parameter(s) {', '.join(missing)}", file=file, key=key)

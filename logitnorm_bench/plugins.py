@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -25,6 +26,8 @@ from logitnorm_bench.errors import DuplicateNameError, PluginError, UnknownNameE
 
 GROUP = "ood_bench"
 KINDS = ("datasets", "architectures", "losses", "detectors", "executors")
+SINGULAR = {"datasets": "dataset", "architectures": "architecture", "losses": "loss", "detectors": "detector",
+            "executors": "executor"}
 STRICT_ENV = "OOD_BENCH_STRICT_PLUGINS"
 SELECT_ENV = "OOD_BENCH_PLUGINS"
 
@@ -47,13 +50,14 @@ class Registry:
 
     def __init__(self, kind: str):
         self.kind = kind
+        self.noun = SINGULAR.get(kind, kind)  #: "loss" for "losses", in messages
         self._entries: dict[str, Entry] = {}
 
     def add(self, entry: Entry) -> None:
         old = self._entries.get(entry.name)
         if old is not None:
             raise DuplicateNameError(
-                f"{self.kind} '{entry.name}' is registered twice: by plugin '{old.plugin}' "
+                f"{self.noun} '{entry.name}' is registered twice: by plugin '{old.plugin}' "
                 f"({old.distribution}) and by plugin '{entry.plugin}' ({entry.distribution})"
             )
         self._entries[entry.name] = entry
@@ -76,7 +80,7 @@ class Registry:
     def unknown_message(self, name: str) -> str:
         close = difflib.get_close_matches(str(name), self.names(), n=3, cutoff=0.5)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        return f"unknown {self.kind[:-1]} '{name}'.{hint} Known: {', '.join(self.names()) or '(none)'}"
+        return f"unknown {self.noun} '{name}'.{hint} Known: {', '.join(self.names()) or '(none)'}"
 
     def build(self, name: str, *args: Any, **params: Any) -> Any:
         return self.get(name).factory(*args, **params)
@@ -97,35 +101,61 @@ class Plugins:
 
     # -- loading -------------------------------------------------------------------------------
     def _load_entry_points(self) -> None:
-        selected = _selection()
+        selected = _selection()  # normalised name -> as the user wrote it
+        matched: set[str] = set()
+        known: set[str] = set()
         for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
             dist = getattr(ep, "dist", None)
             dist_name = dist.metadata["Name"] if dist is not None else "?"
             dist_label = f"{dist_name} {dist.version}" if dist is not None else "?"
-            if selected is not None and ep.name not in selected and dist_name not in selected:
-                continue
-            if self.pm.get_plugin(ep.name) is not None:
-                continue
+            names = {_normalize(ep.name), _normalize(dist_name)}
+            known |= {ep.name, dist_name} if dist is not None else {ep.name}
+            if selected is not None:
+                if not names & selected.keys():
+                    continue
+                matched |= names & selected.keys()
             try:
                 module = ep.load()
                 self.add(module, name=ep.name, distribution=dist_label)
+            except PluginError as exc:  # from add(): its message names the plugin and distribution
+                self._fail(str(exc), exc)
             except Exception as exc:  # a broken plugin must not take the others down
                 self._fail(f"plugin '{ep.name}' from distribution {dist_label} failed to load: "
                            f"{type(exc).__name__}: {exc}", exc)
+        for key in sorted((selected or {}).keys() - matched):  # a typo would silently load nothing
+            name = selected[key]
+            close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.5)
+            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            self._fail(f"{SELECT_ENV} names '{name}', which is neither an installed plugin (entry point of "
+                       f"the group '{GROUP}') nor a distribution providing one.{hint} "
+                       f"Known: {', '.join(sorted(known)) or '(none)'}")
 
     def add(self, plugin: object, *, name: str, distribution: str = "(in-process)") -> None:
-        """Register one plugin object (a module or an instance with hookimpls)."""
-        self.pm.register(plugin, name=name)
+        """Register one plugin object (a module or an instance with hookimpls).
+
+        Raises :class:`PluginError`, registering nothing, when the name is taken, the object is
+        already registered, or a hookimpl matches no hookspec or takes arguments its hookspec lacks.
+        """
+        if self.pm.get_plugin(name) is not None:
+            raise PluginError(f"plugin name '{name}' ({distribution}) is already taken by the plugin from "
+                              f"{self.distributions.get(name, '(in-process)')}")
+        if self.pm.is_registered(plugin):
+            raise PluginError(f"plugin '{name}' ({distribution}) is already registered as plugin "
+                              f"'{self.pm.get_name(plugin)}'")
         try:
+            self.pm.register(plugin, name=name)
             # A hookimpl whose name matches no hookspec is a typo that would otherwise do nothing.
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
-            self.pm.unregister(plugin)
-            raise PluginError(f"plugin '{name}' ({distribution}): {exc}") from None
+            # pluggy leaves a plugin that failed validation half-registered: take it out again.
+            if self.pm.is_registered(plugin):
+                self.pm.unregister(plugin)
+            message = " ".join(str(exc).split())  # one line (pluggy's messages span several)
+            raise PluginError(f"plugin '{name}' ({distribution}): {message}") from None
         self.distributions[name] = distribution
         self.registries = {}  # rebuilt lazily
 
-    def _fail(self, message: str, exc: BaseException) -> None:
+    def _fail(self, message: str, exc: BaseException | None = None) -> None:
         self.failures.append(message)
         if self.strict:
             raise PluginError(message) from exc
@@ -142,7 +172,7 @@ class Plugins:
     def _collect(self, kind: str) -> Registry:
         reg = Registry(kind)
         hook = getattr(self.pm.hook, f"register_{kind}")
-        for impl in reversed(hook.get_hookimpls()):  # registration order
+        for impl in hook.get_hookimpls():  # registration order (pluggy *calls* them last-registered first)
             plugin_name = self.pm.get_name(impl.plugin) or "?"
             dist = self.distributions.get(plugin_name, "(in-process)")
 
@@ -188,11 +218,16 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _selection() -> set[str] | None:
+def _selection() -> dict[str, str] | None:
     raw = os.environ.get(SELECT_ENV)
     if raw is None or not raw.strip():
         return None
-    return {part.strip() for part in raw.split(",") if part.strip()}
+    return {_normalize(part): part.strip() for part in raw.split(",") if part.strip()}
+
+
+def _normalize(name: str) -> str:
+    """Names compare as PEP 503 compares distribution names: ``OOD_Bench``, ``ood.bench`` = ``ood-bench``."""
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()
 
 
 _DEFAULT: Plugins | None = None

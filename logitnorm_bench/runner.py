@@ -216,8 +216,17 @@ def _now() -> str:
 
 
 def _load_given_weights(model, weights: str) -> None:
-    """Load a checkpoint file into the architecture (never unpickling arbitrary objects)."""
-    path = Path(weights).expanduser()
+    """Load a checkpoint file or a pytorch-ood model-zoo entry into the architecture.
+
+    Never unpickles arbitrary objects: ``torch.load(weights_only=True)`` always.  (pytorch-ood's own
+    ``load_model`` goes through ``torch.hub.load_state_dict_from_url``, which does not pass
+    ``weights_only``; so we fetch its file ourselves, verify its SHA-256, and load it safely.)
+    """
+    zoo = "pytorch-ood:"
+    if weights.startswith(zoo):
+        path = _zoo_file(weights[len(zoo):])
+    else:
+        path = Path(weights).expanduser()
     if not path.is_file():
         raise ConfigError(f"weights file not found: {path}")
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -350,3 +359,25 @@ def run_plan(plan: Plan, results_root: Path, data_root: Path, device: str, overw
 
 def default_data_root() -> Path:
     return Path(os.environ.get("OOD_BENCH_DATA", "data"))
+
+
+def _zoo_file(identifier: str) -> Path:
+    """Download (once) a pytorch-ood model-zoo checkpoint, verified against its SHA-256."""
+    from pytorch_ood.model import registry
+
+    from logitnorm_bench.download import download_url
+
+    try:
+        entry = registry.get_model_info(identifier)
+    except ValueError as exc:
+        raise ConfigError(f"weights 'pytorch-ood:{identifier}': {exc}") from None
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    name = entry.file_name or Path(entry.url.split("?")[0]).name
+    path = cache / name
+    if not path.exists():
+        try:
+            download_url(entry.url, path, sha256=entry.sha256)
+        except OSError as exc:
+            raise ConfigError(f"weights 'pytorch-ood:{identifier}': download from {entry.url} failed "
+                              f"({exc}); put the file at {path}") from None
+    return path

@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import difflib
 import itertools
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,49 @@ class Suite:
 # ------------------------------------------------------------------------------------------
 
 
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping that gives one key twice (plain PyYAML silently keeps the last)."""
+
+
+class SuiteLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that rejects duplicate mapping keys and reads YAML 1.2 floats.
+
+    PyYAML follows YAML 1.1, where ``5e-4`` (no dot) is a string; YAML 1.2, JSON and every
+    user read it as a number, so it resolves as a float here too (a ``loss_params`` value such
+    as ``tau: 4e-2`` must reach the loss as a number).
+    """
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # '<<' merges may be overridden
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark)
+                except TypeError:  # unhashable key: the base class reports it
+                    continue
+                if first is not key_node.start_mark:
+                    err = DuplicateKeyError("while constructing a mapping", node.start_mark,
+                                            f"duplicate key {key!r} (first given at line {first.line + 1})",
+                                            key_node.start_mark)
+                    err.key, err.first_line = key, first.line + 1
+                    raise err
+        return super().construct_mapping(node, deep=deep)
+
+
+SuiteLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def read_yaml(text: str) -> Any:
+    """Parse suite YAML (duplicate keys rejected, YAML 1.2 floats)."""
+    return yaml.load(text, Loader=SuiteLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_suite(path: str | Path, overrides: list[str] = (), plugins=None) -> Suite:
     """Read, override (``--set``), validate and expand a suite file."""
     path = Path(path)
@@ -133,11 +177,21 @@ def load_suite(path: str | Path, overrides: list[str] = (), plugins=None) -> Sui
     if not path.is_file():
         raise ConfigError(f"suite file not found: {path}")
     try:
-        doc = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                          "expected a YAML suite file", file=fname) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the suite file ({exc.strerror})", file=fname) from None
+    try:
+        doc = read_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        if isinstance(exc, DuplicateKeyError):
+            raise ConfigError(f"duplicate key {exc.key!r}{where} (first given at line {exc.first_line}); "
+                              "expected each key once per mapping", file=fname) from None
         raise ConfigError(f"malformed YAML{where}: {problem}", file=fname) from None
     return parse_suite(doc, fname, overrides, plugins)
 
@@ -161,6 +215,9 @@ def parse_suite(doc: Any, fname: str, overrides: list[str] = (), plugins=None) -
     defaults = doc.get("defaults") or {}
     _expect(defaults, dict, fname, "defaults", "a mapping with train / evaluation")
     _check_keys(defaults, {"train", "evaluation"}, fname, "defaults")
+    for section, cls in (("train", TrainRecipe), ("evaluation", EvalProtocol)):
+        # On their own first: an error in the defaults names defaults.SECTION.FIELD.
+        _recipe(cls, {}, defaults, section, recipe_overrides, fname, "defaults")
     experiments = doc.get("experiments")
     if not isinstance(experiments, dict) or not experiments:
         raise ConfigError(f"got {_show(experiments)}; expected a mapping of experiment name to "
@@ -170,16 +227,8 @@ def parse_suite(doc: Any, fname: str, overrides: list[str] = (), plugins=None) -
         key = f"experiments.{exp_name}"
         _expect(exp, dict, fname, key, "a mapping with matrix (and include, exclude, train, evaluation)")
         _check_keys(exp, {"matrix", "include", "exclude", "train", "evaluation", "description"}, fname, key)
-        train_doc = _merge(defaults.get("train") or {}, exp.get("train") or {}, fname, f"{key}.train")
-        eval_doc = _merge(defaults.get("evaluation") or {}, exp.get("evaluation") or {}, fname,
-                          f"{key}.evaluation")
-        for okey, value in recipe_overrides:
-            target = train_doc if okey.startswith("train.") else eval_doc
-            _set_path(target, okey.split(".", 1)[1], value, fname)
-        train = build_dataclass(TrainRecipe, train_doc, fname, "train")
-        evaluation = build_dataclass(EvalProtocol, eval_doc, fname, "evaluation")
-        check_train(train, fname, f"{key}.train")
-        check_evaluation(evaluation, fname, f"{key}.evaluation")
+        train = _recipe(TrainRecipe, defaults, exp, "train", recipe_overrides, fname, key)
+        evaluation = _recipe(EvalProtocol, defaults, exp, "evaluation", recipe_overrides, fname, key)
         combos = expand_matrix(exp, fname, key)
         out.append(Experiment(str(exp_name), combos, train, evaluation))
     suite = Suite(name=name, version=doc.get("version"), path=fname, experiments=out,
@@ -187,6 +236,36 @@ def parse_suite(doc: Any, fname: str, overrides: list[str] = (), plugins=None) -
     if plugins is not None:
         check_names(suite, plugins)
     return suite
+
+
+def _recipe(cls, base: dict, doc: dict, section: str, overrides: list, fname: str, key: str):
+    """``base[section]`` overridden by ``doc[section]``, then by ``--set section.*``; validated."""
+    where = f"{key}.{section}"
+    merged = _merge(base.get(section) or {}, doc.get(section) or {}, fname, where)
+    for okey, value in overrides:
+        osection, _, rest = okey.partition(".")
+        if osection != section:
+            continue
+        if rest:
+            _set_path(merged, rest, value, fname)
+        elif isinstance(value, dict):  # --set train={epochs: 1, lr: 0.01}
+            merged = _merge(merged, value, fname, where)
+        else:
+            raise ConfigError(f"--set {okey}={value!r}: expected {section}.FIELD=VALUE or "
+                              f"{section}={{FIELD: VALUE, ...}}", file=fname, key=okey)
+    try:
+        obj = build_dataclass(cls, merged, fname, where)
+        (check_train if cls is TrainRecipe else check_evaluation)(obj, fname, where)
+    except ConfigError as exc:
+        # A bad value given by --set is named as the user typed it, not by where it landed.
+        field_path = (exc.key or "").removeprefix(where + ".")
+        for okey, value in reversed(overrides):
+            if okey == f"{section}.{field_path}" or okey == section:
+                message = str(exc).removeprefix(f"{exc.file}:{exc.key}: ")
+                raise ConfigError(f"{message} (from --set {okey}={_show(value)})", file=fname,
+                                  key=f"{section}.{field_path}") from None
+        raise
+    return obj
 
 
 # ------------------------------------------------------------------------------------------
@@ -204,29 +283,50 @@ def expand_matrix(exp: dict, fname: str, key: str) -> list[Combo]:
         if not isinstance(values, list) or not values:
             raise ConfigError(f"got {_show(values)}; expected a non-empty list", file=fname,
                               key=f"{key}.matrix.{mkey}")
-    names = list(matrix)
-    combos = [dict(zip(names, vals)) for vals in itertools.product(*(matrix[n] for n in names))]
-
-    for i, ex in enumerate(_list_of_maps(exp.get("exclude"), fname, f"{key}.exclude")):
+    excludes = _list_of_maps(exp.get("exclude"), fname, f"{key}.exclude")
+    for i, ex in enumerate(excludes):
         _check_keys(ex, set(MATRIX_KEYS), fname, f"{key}.exclude[{i}]")
-        combos = [c for c in combos if not all(_equal(c.get(k), v) for k, v in ex.items())]
-
-    original = set(names)
-    for i, inc in enumerate(_list_of_maps(exp.get("include"), fname, f"{key}.include")):
+        for k in ex:
+            if k not in matrix:  # as GitHub: it could never match, so it is a mistake
+                raise ConfigError(f"exclude key '{k}' is not a key of the matrix; expected one of "
+                                  f"{', '.join(matrix)}", file=fname, key=f"{key}.exclude[{i}].{k}")
+    includes = _list_of_maps(exp.get("include"), fname, f"{key}.include")
+    for i, inc in enumerate(includes):
         _check_keys(inc, set(MATRIX_KEYS), fname, f"{key}.include[{i}]")
-        matched = False
-        for c in combos:
-            # Added to a combination when it overwrites none of the original matrix values.
-            if all(_equal(c.get(k), v) for k, v in inc.items() if k in original):
-                c.update(copy.deepcopy(inc))
-                matched = True
-        if not matched:
-            combos.append(copy.deepcopy(inc))
+    combos = expand_grid(matrix, includes, excludes)
 
     if not combos:
         raise ConfigError("the matrix expands to no combination (everything excluded?)",
                           file=fname, key=f"{key}.matrix")
     return [_combo(c, fname, f"{key}.matrix") for c in combos]
+
+
+def expand_grid(matrix: dict[str, list], include: list[dict] = (), exclude: list[dict] = ()) -> list[dict]:
+    """GitHub Actions' matrix expansion, on plain dicts (no validation).
+
+    1. The product of the matrix lists, in key order (the last key varies fastest).
+    2. ``exclude``: drop every combination that matches all the key/values an entry gives.
+    3. ``include``, entry by entry: add its key/values to every combination (of steps 1-2) where
+       doing so overwrites none of the *original matrix* values; values added by an earlier include
+       may be overwritten.  An entry that fits no combination becomes a new combination of its
+       own; those are appended after all entries are processed, and later entries never extend them
+       (as GitHub's documented fruit/animal example shows, and as nektos/act implements it).
+    """
+    names = list(matrix)
+    combos = [dict(zip(names, vals)) for vals in itertools.product(*(matrix[n] for n in names))]
+    for ex in exclude:
+        combos = [c for c in combos if not all(k in c and _equal(c[k], v) for k, v in ex.items())]
+    original = set(names)
+    extra = []
+    for inc in include:
+        matched = False
+        for c in combos:
+            if all(_equal(c[k], v) for k, v in inc.items() if k in original):
+                c.update(copy.deepcopy(inc))
+                matched = True
+        if not matched:
+            extra.append(copy.deepcopy(inc))
+    return combos + extra
 
 
 def _combo(c: dict, fname: str, key: str) -> Combo:
@@ -375,6 +475,11 @@ def check_names(suite: Suite, plugins) -> None:
     from logitnorm_bench.params import resolve_params
 
     for exp in suite.experiments:
+        monitor = exp.train.monitor_ood
+        if monitor is not None and monitor not in plugins.registry("datasets"):
+            # Checked here: at run time a bad name only disables the logit-norm curve, with a warning.
+            raise ConfigError(plugins.registry("datasets").unknown_message(monitor), file=suite.path,
+                              key=f"experiments.{exp.name}.train.monitor_ood")
         for i, c in enumerate(exp.combos):
             key = f"experiments.{exp.name}.matrix"
             for kind, name_key, params_key in (("datasets", "id_dataset", None),
@@ -411,7 +516,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set {item!r}: expected a dotted key such as train.epochs")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = read_yaml(raw) if raw.strip() else None
     except yaml.YAMLError:
         raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
     return key, value

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import torch
 import torchvision
 from pytorch_ood.model import WideResNet as _PytorchOodWideResNet
 from torch import Tensor, nn

@@ -193,11 +193,16 @@ class GODIN(Detector):
             raise ValueError("godin: choosing epsilon needs ID validation data (FitData.id_val is None); or set 'epsilon'")
         sums = torch.zeros(len(self.epsilons), dtype=torch.float64)
         count = 0
-        for batch in DataLoader(data.id_val, batch_size=data.batch_size, shuffle=False):
-            x = (batch[0] if isinstance(batch, (list, tuple)) else batch).to(data.device)
-            for i, s in enumerate(self._scores_at(data.model, x, self.epsilons)):
-                sums[i] += s.double().sum().cpu()
-            count += x.shape[0]
+        model, was_training = data.model, data.model.training
+        model.eval()  # a whole pass over id_val in train mode would move the BN statistics
+        try:
+            for batch in DataLoader(data.id_val, batch_size=data.batch_size, shuffle=False):
+                x = (batch[0] if isinstance(batch, (list, tuple)) else batch).to(data.device)
+                for i, s in enumerate(self._scores_at(model, x, self.epsilons)):
+                    sums[i] += s.double().sum().cpu()
+                count += x.shape[0]
+        finally:
+            model.train(was_training)
         if count == 0:
             raise ValueError("godin: the ID validation set is empty")
         means = (sums / count).tolist()

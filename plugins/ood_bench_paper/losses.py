@@ -5,7 +5,6 @@ Every loss takes raw logits ``(B, K)`` and integer targets ``(B,)`` and returns 
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from pytorch_ood.loss import LogitNorm as _PytorchOodLogitNorm
 from torch import Tensor, nn

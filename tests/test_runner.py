@@ -1,0 +1,202 @@
+"""End-to-end runner behaviour on the bundled digits: records, leaderboard, resumption, failures."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from logitnorm_bench.cli import main
+from logitnorm_bench.leaderboard import COLUMNS
+from logitnorm_bench.records import ResultsDir, atomic_write_json
+
+TINY = """
+suite: tiny
+version: 1
+defaults:
+  train: {epochs: EPOCHS, batch_size: 64, lr: 0.05, schedule: cosine, crop_padding: 1, hflip: false}
+  evaluation: {ood_samples: 300, batch_size: 512, id_val_samples: 100}
+experiments:
+  e:
+    matrix:
+      id_dataset: [digits]
+      arch: [digits_mlp]
+      arch_params: [{width: 32}]
+      loss: [ce, logitnorm]
+      detector: [msp, energy]
+      ood_dataset: [photo_patches, uniform_noise]
+      seed: [0]
+"""
+
+
+def write_suite(tmp_path: Path, epochs: int = 3, text: str = TINY) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(text.replace("EPOCHS", str(epochs)))
+    return path
+
+
+def run_cli(*args: str) -> int:
+    return main([*args])
+
+
+def test_run_writes_records_and_leaderboard_then_rerun_trains_nothing(tmp_path, capsys):
+    suite = write_suite(tmp_path)
+    results = tmp_path / "results"
+    assert run_cli("run", str(suite), "--results", str(results), "--device", "cpu") == 0
+    records = list(ResultsDir(results).records())
+    assert len(records) == 2 * 2 * 2
+    assert all(r["status"] == "ok" for r in records)
+    rec = records[0]
+    for key in ("harness_version", "git_commit", "config_hash", "plugins", "device"):
+        assert key in rec["provenance"]
+    assert 0 <= rec["metrics"]["fpr95"] <= 1 and rec["run_metrics"]["id_acc"] > 0.5
+    with open(results / "leaderboard.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert set(COLUMNS) <= set(rows[0])
+    assert {r["ood_dataset"] for r in rows} == {"photo_patches", "uniform_noise", "average"}
+    assert len(rows) == 2 * 2 * 3
+    import pandas as pd
+
+    frame = pd.read_csv(results / "leaderboard.csv")
+    assert frame["fpr95"].dtype.kind == "f" and frame["fpr95"].between(0, 100).all()
+    out = capsys.readouterr().out
+    assert "trained 2 run(s)" in out
+
+    t0 = time.perf_counter()
+    assert run_cli("run", str(suite), "--results", str(results), "--device", "cpu") == 0
+    assert "trained 0 run(s); 0 record(s) ok" in capsys.readouterr().out
+    assert time.perf_counter() - t0 < 10
+
+
+def test_only_missing_redoes_a_deleted_record_and_never_mode(tmp_path, capsys):
+    suite = write_suite(tmp_path, epochs=1)
+    results = tmp_path / "r"
+    assert run_cli("run", str(suite), "--results", str(results)) == 0
+    paths = sorted((results / "records").glob("*.json"))
+    paths[0].unlink()
+    paths[1].write_text("{ half a rec")  # a corrupt record counts as missing
+    capsys.readouterr()
+    assert run_cli("run", str(suite), "--results", str(results)) == 0
+    assert "trained 0 run(s); 2 record(s) ok" in capsys.readouterr().out
+    assert json.loads(paths[1].read_text())["status"] == "ok"
+
+
+def test_failed_training_is_recorded_and_grid_goes_on(tmp_path, capsys):
+    # lr so large that the loss overflows: a recorded failure, exit code 1, other runs fine.
+    text = TINY.replace("loss: [ce, logitnorm]", "loss: [ce]").replace(
+        "seed: [0]", "seed: [0]\n    include:\n      - {id_dataset: digits, arch: digits_mlp, loss: ce, "
+        "detector: msp, ood_dataset: uniform_noise, seed: 1}")
+    suite = write_suite(tmp_path, epochs=2, text=text)
+    results = tmp_path / "r"
+    code = run_cli("run", str(suite), "--results", str(results), "--set", "train.lr=1e30")
+    assert code == 1
+    recs = list(ResultsDir(results).records())
+    assert recs and all(r["status"] == "failed" for r in recs)
+    assert any("Diverged" in r["error"] or "chance" in r["error"] for r in recs)
+    rows = list(csv.DictReader(open(results / "leaderboard.csv")))
+    assert all(r["n_seeds"] == "0" for r in rows)  # failed cells never become numbers
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "x.json"
+    atomic_write_json(path, {"a": 1})
+
+    class Boom(Exception):
+        pass
+
+    def boom(*a, **k):
+        raise Boom
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(Boom):
+        atomic_write_json(path, {"a": 2})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]  # no temp file left behind
+
+
+def test_resumed_training_equals_uninterrupted(tmp_path):
+    from logitnorm_bench.components import DataContext
+    from logitnorm_bench.plugins import get_plugins
+    from logitnorm_bench.suite import TrainRecipe, recipe_dict
+    from logitnorm_bench.train import build_model, materialize, train
+
+    plugins = get_plugins()
+    source = plugins.datasets.build("digits")
+    x, y = materialize(source.build("train", DataContext(root=tmp_path)))
+    recipe = recipe_dict(TrainRecipe(epochs=4, batch_size=64, lr=0.05, milestones=[2], crop_padding=1,
+                                     hflip=True))
+
+    def fresh():
+        loss = plugins.losses.build("logitnorm")
+        return build_model(plugins, "digits_mlp", {"width": 32}, loss, source, 3), loss
+
+    model, loss = fresh()
+    full = train(model, loss, x, y, recipe, 3, torch.device("cpu"))
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(msg):
+        if msg.startswith("epoch 3/"):
+            raise Stop
+
+    ckpt = tmp_path / "ckpt.pt"
+    model2, loss2 = fresh()
+    with pytest.raises(Stop):
+        train(model2, loss2, x, y, recipe, 3, torch.device("cpu"), checkpoint=ckpt, progress=stop_after_two)
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 2
+    model3, loss3 = fresh()
+    torch.manual_seed(12345)  # the global RNG is restored from the checkpoint, whatever it was
+    resumed = train(model3, loss3, x, y, recipe, 3, torch.device("cpu"), checkpoint=ckpt)
+    assert resumed.resumed_from == 2
+    for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+@pytest.mark.slow
+def test_sigkill_anywhere_then_resume_gives_identical_leaderboard(tmp_path):
+    """Kill ``ood-bench run`` with SIGKILL at random moments, rerun, compare with an uninterrupted run."""
+    suite = write_suite(tmp_path, epochs=8)
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    cmd = [sys.executable, "-m", "logitnorm_bench.cli", "run", str(suite), "--device", "cpu", "--results"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    subprocess.run(cmd + [str(clean)], check=True, env=env, capture_output=True)
+    rng = random.Random(0)
+    kills = 0
+    for _ in range(4):
+        proc = subprocess.Popen(cmd + [str(killed), "--wait", "30"], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(2.5, 6.0))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    final = subprocess.run(cmd + [str(killed), "--wait", "30"], env=env, capture_output=True, text=True)
+    assert final.returncode == 0, final.stderr
+    assert kills >= 1
+    assert (killed / "leaderboard.csv").read_text() == (clean / "leaderboard.csv").read_text()
+    leftovers = [p for p in killed.rglob("*.tmp")]
+    # A temp file a kill interrupted is harmless (never read), but records are whole.
+    for rec in (killed / "records").glob("*.json"):
+        json.loads(rec.read_text())
+    print(f"kills: {kills}, leftover temp files: {len(leftovers)}")
+
+
+def test_second_run_on_same_results_refuses(tmp_path, capsys):
+    from logitnorm_bench.runner import ResultsLock
+
+    suite = write_suite(tmp_path, epochs=1)
+    results = tmp_path / "r"
+    with ResultsLock(results):
+        assert run_cli("run", str(suite), "--results", str(results)) == 2
+    err = capsys.readouterr().err
+    assert "in use by another ood-bench run" in err and err.count("\n") == 1
