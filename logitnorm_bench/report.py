@@ -158,7 +158,7 @@ def figure4(records: list[dict], out: Path) -> list[Figure]:
                 ax.set_title(f"{tag} {name}", fontsize=10)
                 continue
             lrecs, lp = chosen[loss]
-            for side, color, lab in (("id", ID_COLOR, f"ID ({id_ds})"), ("ood", OOD_COLOR, f"OOD ({ood})")):
+            for side, color, lab in (("id", ID_COLOR, f"ID ({label(id_ds)})"), ("ood", OOD_COLOR, f"OOD ({label(ood)})")):
                 counts = sum(_rebin(r["score_hist"]["edges"], r["score_hist"][side], target) for r in lrecs)
                 total = counts.sum()
                 frac = counts / total if total > 0 else counts

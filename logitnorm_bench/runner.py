@@ -102,12 +102,15 @@ def execute_run(run: dict, cells: list[dict], results_root: str, data_root: str,
             if run_obj.weights:
                 _load_given_weights(model, run_obj.weights)
                 info.update(status="given_weights", weights=run_obj.weights)
-            elif model_path.exists() and overwrite != "always" and info.get("status") == "trained":
-                model.load_state_dict(torch.load(model_path, map_location="cpu", weights_only=True))
+            elif (overwrite != "always" and info.get("status") == "trained"
+                  and (state := _load_or_quarantine(model_path, progress)) is not None):
+                model.load_state_dict(state)
                 progress("trained weights found; not training again")
             else:
                 if overwrite == "always":
                     (run_dir / "checkpoint.pt").unlink(missing_ok=True)
+                else:
+                    _load_or_quarantine(run_dir / "checkpoint.pt", progress)  # a bad one is set aside
                 progress("loading training data")
                 train_x, train_y = materialize(id_source.build("train", ctx))
                 monitor = _Monitor(model, id_source, sources, run_obj, ctx, dev)
@@ -159,6 +162,23 @@ def execute_run(run: dict, cells: list[dict], results_root: str, data_root: str,
             progress(f"done: ID accuracy {100 * m['id_acc']:.2f}%, {summary['records_ok']} record(s) ok, "
                      f"{summary['records_failed']} failed")
     return summary
+
+
+def _load_or_quarantine(path: Path, progress) -> dict | None:
+    """A saved state dict, or None; an unreadable file is renamed ``*.corrupt`` and reported.
+
+    ``weights_only=True``: a results folder is never trusted to unpickle arbitrary objects.
+    """
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        bad = path.with_name(path.name + ".corrupt")
+        os.replace(path, bad)
+        progress(f"warning: {path.name} is unreadable ({type(exc).__name__}); moved to {bad.name}, "
+                 "starting that step again")
+        return None
 
 
 def _flag_chance(result: dict, run: TrainingRun) -> dict:

@@ -139,6 +139,21 @@ def test_ood_metrics_reversed():
     assert got["fpr95"] == 1.0
 
 
+def test_fpr95_convention_differs_from_closest_recall_code():
+    # The official code (Hendrycks' fpr_and_fdr_at_recall) takes the threshold whose TPR is
+    # *closest* to 95%, the lowest such threshold on a tie; ours takes the highest threshold whose
+    # TPR reaches 95% (FPR95_CONVENTION).  Both have TPR exactly 0.95 here, but the lowest one
+    # also keeps the OOD sample lying between the 19th and 20th ID scores.
+    s_id = np.arange(1.0, 21.0)  # TPR 19/20 = 0.95 at every threshold in (1, 2]
+    s_ood = np.array([1.5, -3.0])
+    assert ood_metrics(s_id, s_ood)["fpr95"] == brute_fpr95(s_id, s_ood) == 0.0
+    thresholds = np.unique(np.r_[s_id, s_ood])  # ascending
+    tpr = np.array([np.mean(s_id >= t) for t in thresholds])
+    start = np.flatnonzero(tpr == 1.0)[-1]  # that code scans upwards from the last TPR = 1
+    closest = thresholds[start:][int(np.argmin(np.abs(tpr[start:] - 0.95)))]
+    assert np.mean(s_ood >= closest) == 0.5
+
+
 def test_ood_metrics_is_id_positive_not_ood_positive():
     # pytorch-ood's FPR95TPR takes OOD as positive: a different number on asymmetric data.
     rng = np.random.default_rng(7)

@@ -1,0 +1,144 @@
+"""Runtime faults become recorded failures; corrupt files are set aside; nothing computed is lost."""
+
+from __future__ import annotations
+
+import csv
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from logitnorm_bench import hookimpl
+from logitnorm_bench.cli import main
+from logitnorm_bench.components import DatasetSource, Detector
+from logitnorm_bench.plugins import get_plugins
+from logitnorm_bench.records import ResultsDir
+
+SUITE = """
+suite: rel
+version: 1
+defaults:
+  train: {epochs: 2, batch_size: 64, lr: 0.05, schedule: cosine, crop_padding: 0, hflip: false}
+  evaluation: {ood_samples: 200, batch_size: 512, id_val_samples: 50}
+experiments:
+  e:
+    matrix:
+      id_dataset: [ID]
+      arch: [digits_mlp]
+      arch_params: [{width: 32}]
+      loss: [ce]
+      detector: DETECTORS
+      ood_dataset: OODS
+      seed: [0]
+"""
+
+
+class NanDetector(Detector):
+    def score_outputs(self, outputs, model):
+        return torch.full((outputs.logits.shape[0],), float("nan"))
+
+
+class WrongShapeDetector(Detector):
+    def score_outputs(self, outputs, model):
+        return outputs.logits[:, :2].reshape(-1)
+
+
+class EmptySource(DatasetSource):
+    input_shape = (1, 8, 8)
+
+    def build(self, split, ctx):
+        return TensorDataset(torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long))
+
+
+class FaultyPlugin:
+    @hookimpl
+    def register_detectors(self, register):
+        register("nan_scores", NanDetector)
+        register("wrong_shape", WrongShapeDetector)
+
+    @hookimpl
+    def register_datasets(self, register):
+        register("empty_ood", EmptySource)
+
+
+@pytest.fixture
+def faulty(plugin_env):
+    get_plugins().add(FaultyPlugin(), name="faulty")
+    yield
+
+
+def write(tmp_path: Path, id_dataset="digits", detectors="[msp]", oods="[uniform_noise]") -> Path:
+    p = tmp_path / "suite.yaml"
+    p.write_text(SUITE.replace("ID", id_dataset).replace("DETECTORS", detectors).replace("OODS", oods))
+    return p
+
+
+def records(results: Path) -> dict[tuple, dict]:
+    return {(r["detector"], r["ood_dataset"]): r for r in ResultsDir(results).records()}
+
+
+def test_bad_detectors_and_empty_dataset_are_recorded_failures(tmp_path, faulty, capsys):
+    suite = write(tmp_path, detectors="[msp, nan_scores, wrong_shape]", oods="[uniform_noise, empty_ood]")
+    results = tmp_path / "r"
+    assert main(["run", str(suite), "--results", str(results)]) == 1
+    recs = records(results)
+    assert recs[("msp", "uniform_noise")]["status"] == "ok"  # the others still produce numbers
+    assert "non-finite" in recs[("nan_scores", "uniform_noise")]["error"]
+    assert "scores for" in recs[("wrong_shape", "uniform_noise")]["error"]
+    assert "no items" in recs[("msp", "empty_ood")]["error"]
+    rows = list(csv.DictReader(open(results / "leaderboard.csv")))
+    nan_row = next(r for r in rows if r["detector"] == "nan_scores" and r["ood_dataset"] == "uniform_noise")
+    assert nan_row["fpr95"] == "" and nan_row["n_failed"] == "1"  # missing, never a number
+
+
+def test_missing_data_is_a_recorded_failure_naming_the_folder(tmp_path, plugin_env):
+    suite = write(tmp_path, id_dataset="cifar10", oods="[svhn]").read_text()
+    suite = suite.replace("digits_mlp", "wrn40_2").replace("arch_params: [{width: 32}]", "arch_params: [{}]")
+    (tmp_path / "s.yaml").write_text(suite)
+    data = tmp_path / "nodata"
+    results = tmp_path / "r"
+    code = main(["run", str(tmp_path / "s.yaml"), "--results", str(results), "--data", str(data), "--no-download"])
+    assert code == 1
+    (rec,) = ResultsDir(results).records()
+    assert rec["status"] == "failed" and "cifar10" in rec["error"] and str(data) in rec["error"]
+
+
+def test_at_chance_training_is_failed_not_a_number(tmp_path, plugin_env):
+    suite = write(tmp_path)
+    results = tmp_path / "r"
+    assert main(["run", str(suite), "--results", str(results), "--set", "train.lr=1e-9",
+                 "--set", "train.epochs=1"]) == 1
+    (rec,) = ResultsDir(results).records()
+    assert rec["status"] == "failed" and "chance" in rec["error"]
+    assert rec["at_chance"] is True
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, (f"touch {MARKER}",))
+
+
+MARKER = Path("/tmp/ood-bench-evil-marker")
+
+
+def test_corrupt_or_malicious_weights_are_set_aside_and_never_unpickled(tmp_path, plugin_env):
+    suite = write(tmp_path)
+    results = tmp_path / "r"
+    assert main(["run", str(suite), "--results", str(results)]) == 0
+    (run_dir,) = [p for p in (results / "runs").iterdir() if p.is_dir()]
+    before = {k: v.clone() for k, v in torch.load(run_dir / "model.pt", weights_only=True).items()}
+    MARKER.unlink(missing_ok=True)
+    with open(run_dir / "model.pt", "wb") as fh:
+        pickle.dump({"x": Evil()}, fh)
+    (run_dir / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    for rec in (results / "records").glob("*.json"):
+        rec.unlink()
+    assert main(["run", str(suite), "--results", str(results)]) == 0
+    assert not MARKER.exists()  # the pickled payload was never executed
+    assert (run_dir / "model.pt.corrupt").exists() and (run_dir / "checkpoint.pt.corrupt").exists()
+    after = torch.load(run_dir / "model.pt", weights_only=True)
+    for k in before:  # retrained from scratch, deterministically: the same weights
+        assert torch.equal(before[k], after[k]), k
