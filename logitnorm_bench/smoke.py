@@ -13,8 +13,8 @@ from torch.utils.data import TensorDataset
 
 from logitnorm_bench.components import DatasetSource
 
-SIZES = {"train": 128, "val": 32, "test": 64}
-OOD_SIZE = 32
+SIZES = {"train": 128, "val": 32, "test": 48}
+OOD_SIZE = 24
 
 
 class SmokeSource(DatasetSource):
@@ -47,7 +47,7 @@ def smoke_suite(suite):
     for exp in suite.experiments:
         train = dataclasses.replace(exp.train, epochs=2, max_batches_per_epoch=2,
                                     batch_size=min(exp.train.batch_size, 16), milestones=[1],
-                                    monitor_samples=32)
+                                    monitor_samples=16)
         evaluation = dataclasses.replace(exp.evaluation, ood_samples=OOD_SIZE, id_val_samples=32,
                                          batch_size=min(exp.evaluation.batch_size, 128))
         exps.append(dataclasses.replace(exp, train=train, evaluation=evaluation))
