@@ -54,6 +54,8 @@ def build_rows(records: list[dict]) -> list[dict]:
     groups: dict[tuple, dict[str, dict[int, dict]]] = defaultdict(lambda: defaultdict(dict))
     failed: dict[tuple, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for rec in records:
+        if rec.get("split", "test") != "test":
+            continue  # a selection's validation cells choose a value; they are not results
         key = _group_key(rec)
         if rec.get("status") != "ok":
             failed[key][rec["ood_dataset"]] += 1

@@ -8,13 +8,14 @@ a results folder.  An EvaluationCell adds the detector, its params, the OOD set 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from logitnorm_bench.params import resolve_params
-from logitnorm_bench.suite import Suite, TrainRecipe, recipe_dict
+from logitnorm_bench.suite import Combo, Suite, TrainRecipe, recipe_dict, with_param
 
 EVAL_HASHED = ("ood_samples", "sample_seed", "id_val_samples", "calibration_bins")
 
@@ -57,6 +58,22 @@ class EvaluationCell:
     ood_dataset: str
     evaluation: dict
     experiments: list[str] = field(default_factory=list)
+    split: str = "test"  #: "val" for a selection's validation cells (ID val images vs the OOD set's val split)
+    selection: dict | None = None  #: set on test cells reached through a selection: what was chosen, and why
+
+
+@dataclass
+class SelectionGroup:
+    """One choice of a parameter value (for a grid group, over its seeds), made after validation."""
+
+    group_id: str
+    param: str
+    metric: str
+    ood_dataset: str
+    values: list
+    validation: dict[str, list[str]]  #: value (JSON) -> validation cell ids (one per seed)
+    test_cells: dict[str, list[EvaluationCell]]  #: value (JSON) -> the test cells if it is chosen
+    experiments: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -64,13 +81,16 @@ class Plan:
     suite: str
     runs: list[TrainingRun]
     cells: list[EvaluationCell]
+    selections: list[SelectionGroup] = field(default_factory=list)
 
     def cells_of(self, run_id: str) -> list[EvaluationCell]:
         return [c for c in self.cells if c.run_id == run_id]
 
     def to_json(self) -> dict:
-        return {"training_runs": [asdict(r) for r in self.runs],
-                "evaluations": [asdict(c) for c in self.cells]}
+        out = {"training_runs": [asdict(r) for r in self.runs], "evaluations": [asdict(c) for c in self.cells]}
+        if self.selections:
+            out["selections"] = [asdict(g) for g in self.selections]
+        return out
 
 
 def run_identity(id_dataset, arch, arch_params, loss, loss_params, seed, train, weights, smoke) -> dict:
@@ -84,6 +104,7 @@ def run_identity(id_dataset, arch, arch_params, loss, loss_params, seed, train, 
 def make_plan(suite: Suite, plugins, smoke: bool = False) -> Plan:
     runs: dict[str, TrainingRun] = {}
     cells: dict[str, EvaluationCell] = {}
+    groups: dict[str, SelectionGroup] = {}
     resolved: dict[tuple, dict] = {}
 
     def params(kind: str, name: str, given: dict) -> dict:
@@ -92,29 +113,67 @@ def make_plan(suite: Suite, plugins, smoke: bool = False) -> Plan:
             resolved[key] = resolve_params(plugins.registry(kind).get(name), given)
         return resolved[key]
 
+    def add(c: Combo, exp_name: str, train: dict, evaluation: dict, split: str = "test",
+            keep: bool = True) -> EvaluationCell:
+        """The run and cell of one combination (the cell is added to the plan when ``keep``)."""
+        arch_params = params("architectures", c.arch, c.arch_params)
+        loss_params = params("losses", c.loss, c.loss_params)
+        det_params = params("detectors", c.detector, c.detector_params)
+        identity = run_identity(c.id_dataset, c.arch, arch_params, c.loss, loss_params, c.seed,
+                                train, c.weights, smoke)
+        run_id = stable_hash(identity)
+        run = runs.get(run_id)
+        if run is None:
+            run = runs[run_id] = TrainingRun(run_id, c.id_dataset, c.arch, arch_params, c.loss,
+                                             loss_params, c.seed, train, c.weights, smoke)
+        if exp_name not in run.experiments:
+            run.experiments.append(exp_name)
+        eval_hashed = {k: evaluation[k] for k in EVAL_HASHED}
+        ident = {"run": run_id, "detector": c.detector, "detector_params": det_params,
+                 "ood_dataset": c.ood_dataset, "evaluation": eval_hashed}
+        if split != "test":  # test cells keep the hash they always had
+            ident["split"] = split
+        cell_id = stable_hash(ident)
+        cell = cells.get(cell_id) if keep else None
+        if cell is None:
+            cell = EvaluationCell(cell_id, run_id, c.detector, det_params, c.ood_dataset, evaluation,
+                                  split=split)
+            if keep:
+                cells[cell_id] = cell
+        if exp_name not in cell.experiments:
+            cell.experiments.append(exp_name)
+        return cell
+
     for exp in suite.experiments:
         train = recipe_dict(exp.train)
-        evaluation = {k: v for k, v in vars(exp.evaluation).items()}
-        eval_hashed = {k: evaluation[k] for k in EVAL_HASHED}
+        evaluation = dict(vars(exp.evaluation))
+        sel = exp.select
         for c in exp.combos:
-            arch_params = params("architectures", c.arch, c.arch_params)
-            loss_params = params("losses", c.loss, c.loss_params)
-            det_params = params("detectors", c.detector, c.detector_params)
-            identity = run_identity(c.id_dataset, c.arch, arch_params, c.loss, loss_params, c.seed,
-                                    train, c.weights, smoke)
-            run_id = stable_hash(identity)
-            run = runs.get(run_id)
-            if run is None:
-                run = runs[run_id] = TrainingRun(run_id, c.id_dataset, c.arch, arch_params, c.loss,
-                                                 loss_params, c.seed, train, c.weights, smoke)
-            if exp.name not in run.experiments:
-                run.experiments.append(exp.name)
-            cell_id = stable_hash({"run": run_id, "detector": c.detector, "detector_params": det_params,
-                                   "ood_dataset": c.ood_dataset, "evaluation": eval_hashed})
-            cell = cells.get(cell_id)
-            if cell is None:
-                cell = cells[cell_id] = EvaluationCell(cell_id, run_id, c.detector, det_params,
-                                                       c.ood_dataset, evaluation)
-            if exp.name not in cell.experiments:
-                cell.experiments.append(exp.name)
-    return Plan(suite.name, list(runs.values()), list(cells.values()))
+            if sel is None:
+                add(c, exp.name, train, evaluation)
+                continue
+            # One group per combination less its seed, OOD set and the selected parameter.
+            kind_key, _, pname = sel.param.partition(".")
+            rest = {k: v for k, v in asdict(c).items() if k not in ("seed", "ood_dataset")}
+            rest[kind_key] = {k: v for k, v in rest[kind_key].items() if k != pname}
+            gid = stable_hash({"group": rest, "select": asdict(sel), "train": train, "smoke": smoke,
+                               "evaluation": {k: evaluation[k] for k in EVAL_HASHED}})
+            group = groups.get(gid)
+            if group is None:
+                group = groups[gid] = SelectionGroup(gid, sel.param, sel.metric, sel.ood_dataset, sel.values,
+                                                     {}, {})
+            if exp.name not in group.experiments:
+                group.experiments.append(exp.name)
+            for value in sel.values:
+                vkey = json.dumps(value)
+                candidate = with_param(c, sel.param, value)
+                val_cell = add(dataclasses.replace(candidate, ood_dataset=sel.ood_dataset), exp.name, train,
+                               evaluation, split="val")
+                ids = group.validation.setdefault(vkey, [])
+                if val_cell.cell_id not in ids:
+                    ids.append(val_cell.cell_id)
+                test_cell = add(candidate, exp.name, train, evaluation, keep=False)
+                tests = group.test_cells.setdefault(vkey, [])
+                if all(t.cell_id != test_cell.cell_id for t in tests):
+                    tests.append(test_cell)
+    return Plan(suite.name, list(runs.values()), list(cells.values()), list(groups.values()))

@@ -8,6 +8,7 @@ plugin exception, missing data) becomes failed records with the error, and the g
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -139,24 +140,33 @@ def execute_run(run: dict, cells: list[dict], results_root: str, data_root: str,
             return summary
 
         progress(f"evaluating {len(cell_objs)} cell(s)")
-        evaluator = Evaluator(model, id_source, ctx, plugins, dev, cell_objs[0].evaluation,
-                              source_for=sources)
-        try:
-            for cell, result in evaluator.evaluate(cell_objs):
-                result = _flag_chance(result, run_obj)
-                results.write_record(_record(run_obj, cell, suite_name, dev, plugins, result, t_train))
-                summary["records_ok" if "error" not in result else "records_failed"] += 1
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:  # the ID pass itself failed: every remaining cell fails
-            err = _describe(exc)
-            progress(f"evaluation FAILED: {err}")
-            for c in cell_objs:
-                if (results.read_record(c.cell_id) or {}).get("run_id") != run_obj.run_id or \
-                        cell_needs_work(results, c, "only-missing"):
-                    results.write_record(_record(run_obj, c, suite_name, dev, plugins, {"error": err}, t_train))
-                    summary["records_failed"] += 1
-            summary["error"] = err
+        for split in ("test", "val"):
+            split_cells = [c for c in cell_objs if c.split == split]
+            if not split_cells:
+                continue
+            if split == "val":  # a selection's validation: ID val images vs the OOD set's val split
+                source_for = _ValSources(sources, split_cells[0].evaluation)
+                eval_id_source = source_for(run_obj.id_dataset)
+            else:
+                source_for, eval_id_source = sources, id_source
+            evaluator = Evaluator(model, eval_id_source, ctx, plugins, dev, split_cells[0].evaluation,
+                                  source_for=source_for)
+            try:
+                for cell, result in evaluator.evaluate(split_cells):
+                    result = _flag_chance(result, run_obj)
+                    results.write_record(_record(run_obj, cell, suite_name, dev, plugins, result, t_train))
+                    summary["records_ok" if "error" not in result else "records_failed"] += 1
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # the ID pass itself failed: every remaining cell fails
+                err = _describe(exc)
+                progress(f"evaluation FAILED: {err}")
+                for c in split_cells:
+                    if cell_needs_work(results, c, "only-missing"):
+                        results.write_record(_record(run_obj, c, suite_name, dev, plugins, {"error": err},
+                                                     t_train))
+                        summary["records_failed"] += 1
+                summary["error"] = err
         m = evaluator.run_metrics
         if m:
             progress(f"done: ID accuracy {100 * m['id_acc']:.2f}%, {summary['records_ok']} record(s) ok, "
@@ -209,6 +219,7 @@ def _record(run: TrainingRun, cell: EvaluationCell, suite: str, dev, plugins, re
         "loss": run.loss, "loss_params": run.loss_params,
         "detector": cell.detector, "detector_params": cell.detector_params,
         "ood_dataset": cell.ood_dataset, "seed": run.seed, "weights": run.weights,
+        "split": cell.split, "selection": cell.selection,
         "train": run.train, "evaluation": cell.evaluation,
         "provenance": dict(provenance(plugins, dev), config_hash=run.run_id, cell_hash=cell.cell_id),
         "train_seconds": train_seconds,
@@ -285,6 +296,43 @@ class _Sources:
         return self.cache[name]
 
 
+class _ValSources:
+    """Sources whose "test" split is their validation data (for a selection's validation cells).
+
+    ID: the dataset's ``val`` split, else a seeded sample of its training images (never test images);
+    OOD: the set's ``val`` split (the noise sets draw other images there than in ``test``).
+    """
+
+    def __init__(self, sources: "_Sources", protocol: dict):
+        self.sources, self.protocol, self.cache = sources, protocol, {}
+
+    def __call__(self, name: str):
+        if name not in self.cache:
+            self.cache[name] = _ValView(self.sources(name), self.protocol)
+        return self.cache[name]
+
+
+class _ValView:
+    def __init__(self, source, protocol: dict):
+        self.source, self.protocol = source, protocol
+        for attr in ("num_classes", "input_shape", "mean", "std"):
+            setattr(self, attr, getattr(source, attr))
+        self.splits = tuple(source.splits)
+
+    def build(self, split: str, ctx):
+        if split != "test":
+            return self.source.build(split, ctx)
+        if "val" in self.source.splits:
+            return self.source.build("val", ctx)
+        if not self.source.num_classes:
+            raise ConfigError(f"this OOD dataset has no val split to select on (splits: {self.source.splits})")
+        from torch.utils.data import Subset
+
+        train = self.source.build("train", ctx)
+        idx = sample_indices(len(train), self.protocol["id_val_samples"], self.protocol["sample_seed"] + 1)
+        return Subset(train, idx.tolist())
+
+
 def _accepts(factory, name: str) -> bool:
     import inspect
 
@@ -352,29 +400,73 @@ class ResultsLock:
 def run_plan(plan: Plan, results_root: Path, data_root: Path, device: str, overwrite: str,
              executor: str = "local", executor_options: dict | None = None,
              download: bool = True, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict:
-    """Run what is missing of ``plan``; returns counts.  Caller holds the results lock."""
+    """Run what is missing of ``plan``, then of its selections; returns counts.  Caller holds the lock."""
     results = ResultsDir(results_root)
     jobs = pending_work(plan, results, overwrite)
     n_cells = sum(len(c) for _, c in jobs)
-    log(f"{plan.suite}: {len(plan.runs)} training run(s), {len(plan.cells)} evaluation cell(s); "
-        f"to do: {len(jobs)} run(s), {n_cells} cell(s)")
+    log(f"{plan.suite}: {len(plan.runs)} training run(s), {len(plan.cells)} evaluation cell(s)"
+        + (f", {len(plan.selections)} selection(s)" if plan.selections else "")
+        + f"; to do: {len(jobs)} run(s), {n_cells} cell(s)")
     counts = {"runs": len(jobs), "trained": 0, "records_ok": 0, "records_failed": 0, "failed_runs": 0}
-    if not jobs:
-        return counts
     plugins = get_plugins()
-    exe = plugins.executors.build(executor, **(executor_options or {}))
-    payloads = [dict(run=asdict(run), cells=[asdict(c) for c in cells], results_root=str(results_root),
-                     data_root=str(data_root), device=device, overwrite=overwrite, index=i + 1,
-                     total=len(jobs), download=download, suite_name=plan.suite)
-                for i, (run, cells) in enumerate(jobs)]
+    exe = None
     t0 = time.perf_counter()
-    for summary in exe.run(payloads):
-        counts["trained"] += bool(summary.get("trained"))
-        counts["records_ok"] += summary.get("records_ok", 0)
-        counts["records_failed"] += summary.get("records_failed", 0)
-        counts["failed_runs"] += bool(summary.get("error"))
+    for phase in ("plan", "selections"):
+        if phase == "selections":
+            if not plan.selections:
+                break
+            chosen = resolve_selections(plan, results, log)
+            runs = {r.run_id: r for r in plan.runs}
+            by_run: dict[str, list[EvaluationCell]] = {}
+            for cell in chosen:
+                if cell_needs_work(results, cell, overwrite):
+                    by_run.setdefault(cell.run_id, []).append(cell)
+            jobs = [(runs[rid], cells) for rid, cells in by_run.items()]
+        if not jobs:
+            continue
+        exe = exe or plugins.executors.build(executor, **(executor_options or {}))
+        payloads = [dict(run=asdict(run), cells=[asdict(c) for c in cells], results_root=str(results_root),
+                         data_root=str(data_root), device=device, overwrite=overwrite, index=i + 1,
+                         total=len(jobs), download=download, suite_name=plan.suite)
+                    for i, (run, cells) in enumerate(jobs)]
+        for summary in exe.run(payloads):
+            counts["trained"] += bool(summary.get("trained"))
+            counts["records_ok"] += summary.get("records_ok", 0)
+            counts["records_failed"] += summary.get("records_failed", 0)
+            counts["failed_runs"] += bool(summary.get("error"))
     counts["seconds"] = time.perf_counter() - t0
     return counts
+
+
+def resolve_selections(plan: Plan, results: ResultsDir, log: Callable[[str], None]) -> list[EvaluationCell]:
+    """Choose each selection's value from its validation records; the chosen value's test cells.
+
+    The value with the best mean metric over the seeds whose validation succeeded wins (ties: the
+    first listed).  Every test cell carries what was chosen and the evidence.
+    """
+    from logitnorm_bench.suite import SELECT_METRICS
+
+    out = []
+    for g in plan.selections:
+        evidence = {}
+        for vkey, cell_ids in g.validation.items():
+            vals = [rec["metrics"][g.metric] for cid in cell_ids
+                    if (rec := results.read_record(cid)) and rec.get("status") == "ok"]
+            if vals:
+                evidence[vkey] = {"mean": sum(vals) / len(vals), "n_seeds": len(vals)}
+        if not evidence:
+            log(f"selection of {g.param} ({', '.join(g.experiments)}): no validation result; skipped")
+            continue
+        sign = 1 if SELECT_METRICS[g.metric] == "min" else -1
+        best = min(evidence, key=lambda v: (sign * evidence[v]["mean"], list(g.validation).index(v)))
+        info = {"param": g.param, "chosen": json.loads(best), "metric": g.metric,
+                "validation_ood": g.ood_dataset, "candidates": {k: v for k, v in evidence.items()},
+                "group_id": g.group_id}
+        log(f"selection of {g.param} ({', '.join(g.experiments)}): {json.loads(best)} "
+            f"({g.metric} {evidence[best]['mean']:.4f} on {g.ood_dataset} val)")
+        for cell in g.test_cells[best]:
+            out.append(EvaluationCell(**{**asdict(cell), "selection": info}))
+    return out
 
 
 def default_data_root() -> Path:

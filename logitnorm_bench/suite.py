@@ -105,12 +105,31 @@ class Combo:
     weights: str | None = None
 
 
+SELECT_METRICS = {"fpr95": "min", "auroc": "max", "aupr_in": "max", "aupr_out": "max"}
+
+
+@dataclass
+class Selection:
+    """Choose one parameter value per grid group on validation data only, as the paper chooses tau.
+
+    Every value is trained; each candidate is scored with the cell's detector on the ID
+    validation images against ``ood_dataset``'s ``val`` split (the paper: Gaussian noise); the value
+    with the best mean ``metric`` over seeds is then evaluated on the test OOD sets.
+    """
+
+    param: str  #: "<arch|loss|detector>_params.<name>", e.g. loss_params.tau
+    values: list
+    ood_dataset: str = "gaussian_noise"
+    metric: str = "fpr95"
+
+
 @dataclass
 class Experiment:
     name: str
     combos: list[Combo]
     train: TrainRecipe
     evaluation: EvalProtocol
+    select: Selection | None = None
 
 
 @dataclass
@@ -119,7 +138,6 @@ class Suite:
     version: Any
     path: str
     experiments: list[Experiment]
-    select: list[dict] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------------------
@@ -208,7 +226,7 @@ def parse_suite(doc: Any, fname: str, overrides: list[str] = (), plugins=None) -
             recipe_overrides.append((key, value))  # applies to every experiment, after merging
         else:
             _set_path(doc, key, value, fname)
-    _check_keys(doc, {"suite", "version", "description", "defaults", "experiments", "select"}, fname, "")
+    _check_keys(doc, {"suite", "version", "description", "defaults", "experiments"}, fname, "")
     name = doc.get("suite")
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"got {_show(name)}; expected the suite's name (a string)", file=fname, key="suite")
@@ -226,13 +244,14 @@ def parse_suite(doc: Any, fname: str, overrides: list[str] = (), plugins=None) -
     for exp_name, exp in experiments.items():
         key = f"experiments.{exp_name}"
         _expect(exp, dict, fname, key, "a mapping with matrix (and include, exclude, train, evaluation)")
-        _check_keys(exp, {"matrix", "include", "exclude", "train", "evaluation", "description"}, fname, key)
+        _check_keys(exp, {"matrix", "include", "exclude", "train", "evaluation", "description", "select"},
+                    fname, key)
         train = _recipe(TrainRecipe, defaults, exp, "train", recipe_overrides, fname, key)
         evaluation = _recipe(EvalProtocol, defaults, exp, "evaluation", recipe_overrides, fname, key)
         combos = expand_matrix(exp, fname, key)
-        out.append(Experiment(str(exp_name), combos, train, evaluation))
-    suite = Suite(name=name, version=doc.get("version"), path=fname, experiments=out,
-                  select=doc.get("select") or [])
+        select = _selection(exp.get("select"), fname, f"{key}.select")
+        out.append(Experiment(str(exp_name), combos, train, evaluation, select))
+    suite = Suite(name=name, version=doc.get("version"), path=fname, experiments=out)
     if plugins is not None:
         check_names(suite, plugins)
     return suite
@@ -266,6 +285,30 @@ def _recipe(cls, base: dict, doc: dict, section: str, overrides: list, fname: st
                                   key=f"{section}.{field_path}") from None
         raise
     return obj
+
+
+def _selection(doc: Any, fname: str, key: str) -> Selection | None:
+    if doc is None:
+        return None
+    _expect(doc, dict, fname, key, "a mapping with param, values, ood_dataset, metric")
+    _check_keys(doc, {"param", "values", "ood_dataset", "metric"}, fname, key)
+    param = doc.get("param")
+    prefix, _, name = str(param).partition(".")
+    if prefix not in ("arch_params", "loss_params", "detector_params") or not name or "." in name:
+        raise ConfigError(f"got {_show(param)}; expected arch_params.NAME, loss_params.NAME or "
+                          "detector_params.NAME", file=fname, key=f"{key}.param")
+    values = doc.get("values")
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"got {_show(values)}; expected a non-empty list of candidate values",
+                          file=fname, key=f"{key}.values")
+    metric = doc.get("metric", "fpr95")
+    if metric not in SELECT_METRICS:
+        raise ConfigError(f"got {_show(metric)}; expected one of {', '.join(SELECT_METRICS)}",
+                          file=fname, key=f"{key}.metric")
+    ood = doc.get("ood_dataset", "gaussian_noise")
+    if not isinstance(ood, str):
+        raise ConfigError(f"got {_show(ood)}; expected a dataset name", file=fname, key=f"{key}.ood_dataset")
+    return Selection(param=param, values=values, ood_dataset=ood, metric=metric)
 
 
 # ------------------------------------------------------------------------------------------
@@ -474,14 +517,23 @@ def check_names(suite: Suite, plugins) -> None:
     """Every component name and parameter resolves in the registries."""
     from logitnorm_bench.params import resolve_params
 
+    built: set[tuple] = set()
     for exp in suite.experiments:
         monitor = exp.train.monitor_ood
         if monitor is not None and monitor not in plugins.registry("datasets"):
             # Checked here: at run time a bad name only disables the logit-norm curve, with a warning.
             raise ConfigError(plugins.registry("datasets").unknown_message(monitor), file=suite.path,
                               key=f"experiments.{exp.name}.train.monitor_ood")
-        for i, c in enumerate(exp.combos):
+        if exp.select is not None and exp.select.ood_dataset not in plugins.registry("datasets"):
+            raise ConfigError(plugins.registry("datasets").unknown_message(exp.select.ood_dataset),
+                              file=suite.path, key=f"experiments.{exp.name}.select.ood_dataset")
+        combos = exp.combos
+        if exp.select is not None:  # every candidate value must be valid too
+            combos = [with_param(c, exp.select.param, v) for c in exp.combos for v in exp.select.values]
+        for i, c in enumerate(combos):
             key = f"experiments.{exp.name}.matrix"
+            if c.weights and not c.weights.startswith("pytorch-ood:") and not Path(c.weights).expanduser().is_file():
+                raise ConfigError(f"weights file not found: {c.weights!r}", file=suite.path, key=f"{key}.weights")
             for kind, name_key, params_key in (("datasets", "id_dataset", None),
                                                ("datasets", "ood_dataset", None),
                                                ("architectures", "arch", "arch_params"),
@@ -494,7 +546,9 @@ def check_names(suite: Suite, plugins) -> None:
                 if params_key:
                     params = resolve_params(reg.get(name), getattr(c, params_key), file=suite.path,
                                             key=f"{key}.{params_key}")
-                    if kind in ("losses", "detectors"):  # cheap to build: catches tau <= 0 and the like
+                    built_key = (name, repr(sorted(params.items())))
+                    if kind in ("losses", "detectors") and built_key not in built:
+                        built.add(built_key)  # cheap to build: catches tau <= 0 and the like
                         try:
                             reg.build(name, **params)
                         except (ValueError, TypeError) as exc:
@@ -565,6 +619,14 @@ def _expect(value: Any, typ: type, fname: str, key: str, expected: str) -> None:
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def with_param(combo: Combo, dotted: str, value: Any) -> Combo:
+    """A copy of ``combo`` with ``<kind>_params.<name>`` set to ``value``."""
+    import dataclasses
+
+    key, _, name = dotted.partition(".")
+    return dataclasses.replace(combo, **{key: {**getattr(combo, key), name: value}})
 
 
 def recipe_dict(recipe: TrainRecipe, hashed_only: bool = False) -> dict:

@@ -115,7 +115,9 @@ def test_other_identity_fields(plugins):
     assert one_run_id(plugins, detector=["energy"], ood_dataset=["uniform_noise"]) == base
 
 
-def test_given_weights_ignore_the_recipe(plugins):
+def test_given_weights_ignore_the_recipe(plugins, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ckpt.pt").write_bytes(b"")  # validation checks that a weights file exists
     a = one_run_id(plugins, train={"epochs": 3}, weights=["ckpt.pt"])
     b = one_run_id(plugins, train={"epochs": 9}, weights=["ckpt.pt"])
     assert a == b != one_run_id(plugins, train={"epochs": 3})

@@ -200,3 +200,47 @@ def test_second_run_on_same_results_refuses(tmp_path, capsys):
         assert run_cli("run", str(suite), "--results", str(results)) == 2
     err = capsys.readouterr().err
     assert "in use by another ood-bench run" in err and err.count("\n") == 1
+
+
+SELECT = """
+suite: sel
+version: 1
+defaults:
+  train: {epochs: 2, batch_size: 64, lr: 0.05, schedule: cosine, crop_padding: 0, hflip: false}
+  evaluation: {ood_samples: 200, batch_size: 512, id_val_samples: 100}
+experiments:
+  tau:
+    matrix:
+      id_dataset: [digits]
+      arch: [digits_mlp]
+      arch_params: [{width: 32}]
+      loss: [logitnorm]
+      detector: [msp]
+      ood_dataset: [photo_patches]
+      seed: [0, 1]
+    select: {param: loss_params.tau, values: [0.02, 0.5], ood_dataset: gaussian_noise, metric: auroc}
+"""
+
+
+def test_selection_chooses_on_validation_data_and_records_the_evidence(tmp_path, capsys):
+    suite = tmp_path / "sel.yaml"
+    suite.write_text(SELECT)
+    results = tmp_path / "r"
+    assert run_cli("run", str(suite), "--results", str(results)) == 0
+    recs = list(ResultsDir(results).records())
+    val = [r for r in recs if r["split"] == "val"]
+    test = [r for r in recs if r["split"] == "test"]
+    assert len(val) == 4 and {r["ood_dataset"] for r in val} == {"gaussian_noise"}
+    assert len(test) == 2 and {r["ood_dataset"] for r in test} == {"photo_patches"}
+    sel = test[0]["selection"]
+    means = {float(k): v["mean"] for k, v in sel["candidates"].items()}
+    # The chosen value is the arg-max of the validation AUROC, recomputed from the val records.
+    by_tau = {}
+    for r in val:
+        by_tau.setdefault(r["loss_params"]["tau"], []).append(r["metrics"]["auroc"])
+    recomputed = {t: sum(v) / len(v) for t, v in by_tau.items()}
+    assert means == pytest.approx(recomputed)
+    assert sel["chosen"] == max(recomputed, key=recomputed.get)
+    assert all(r["loss_params"]["tau"] == sel["chosen"] for r in test)
+    rows = list(csv.DictReader(open(results / "leaderboard.csv")))
+    assert {r["ood_dataset"] for r in rows} == {"photo_patches"}  # validation cells are not results
