@@ -14,6 +14,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 QUICK_SUITE = REPO_ROOT / "suites" / "quick.yaml"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is the harness's one line (and exit code 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"ood-bench: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _add_suite_args(p: argparse.ArgumentParser, optional: bool = False) -> None:
     p.add_argument("suite", nargs="?" if optional else None, default=None if not optional else str(QUICK_SUITE),
                    help="suite YAML file" + (f" (default: the bundled quick suite, {QUICK_SUITE.name})" if optional else ""))
@@ -24,10 +31,10 @@ def _add_suite_args(p: argparse.ArgumentParser, optional: bool = False) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ood-bench", description=__doc__)
+    parser = _Parser(prog="ood-bench", description=__doc__)
     parser.add_argument("--version", action="version", version=f"ood-bench {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("list", help="list registered components and the distributions providing them")
     p.add_argument("kind", nargs="?", choices=["datasets", "architectures", "losses", "detectors", "executors"])

@@ -192,6 +192,8 @@ def load_suite(path: str | Path, overrides: list[str] = (), plugins=None) -> Sui
     """Read, override (``--set``), validate and expand a suite file."""
     path = Path(path)
     fname = str(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; expected a suite YAML file")
     if not path.is_file():
         raise ConfigError(f"suite file not found: {path}")
     try:
