@@ -171,24 +171,38 @@ def test_sigkill_anywhere_then_resume_gives_identical_leaderboard(tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     subprocess.run(cmd + [str(clean)], check=True, env=env, capture_output=True)
     rng = random.Random(0)
-    kills = 0
-    for _ in range(4):
+
+    def in_training():
+        return any(killed.glob("runs/*/checkpoint.pt")) and not any(killed.glob("runs/*/model.pt"))
+
+    def in_evaluation():
+        return any(killed.glob("records/*.json"))
+
+    kills = []
+    # Kill once mid-training, once mid-evaluation (records being written), once at a random moment.
+    for name, ready in (("training", in_training), ("evaluation", in_evaluation), ("random", None)):
         proc = subprocess.Popen(cmd + [str(killed), "--wait", "30"], env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(2.5, 6.0))
+        deadline = time.monotonic() + 120
+        if ready is None:
+            time.sleep(rng.uniform(1.0, 4.0))
+        else:
+            while not ready() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0, 0.3))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
-            kills += 1
+            kills.append(name)
         proc.wait()
     final = subprocess.run(cmd + [str(killed), "--wait", "30"], env=env, capture_output=True, text=True)
     assert final.returncode == 0, final.stderr
-    assert kills >= 1
+    assert "training" in kills and "evaluation" in kills, kills
     assert (killed / "leaderboard.csv").read_text() == (clean / "leaderboard.csv").read_text()
     leftovers = [p for p in killed.rglob("*.tmp")]
     # A temp file a kill interrupted is harmless (never read), but records are whole.
     for rec in (killed / "records").glob("*.json"):
         json.loads(rec.read_text())
-    print(f"kills: {kills}, leftover temp files: {len(leftovers)}")
+    print(f"killed during: {kills}; leftover temp files: {len(leftovers)}; leaderboards identical")
 
 
 def test_second_run_on_same_results_refuses(tmp_path, capsys):
