@@ -258,3 +258,25 @@ def test_selection_chooses_on_validation_data_and_records_the_evidence(tmp_path,
     assert all(r["loss_params"]["tau"] == sel["chosen"] for r in test)
     rows = list(csv.DictReader(open(results / "leaderboard.csv")))
     assert {r["ood_dataset"] for r in rows} == {"photo_patches"}  # validation cells are not results
+
+
+def test_given_weights_are_scored_without_training(tmp_path, capsys):
+    suite = write_suite(tmp_path, epochs=2)
+    results = tmp_path / "r"
+    assert run_cli("run", str(suite), "--results", str(results), "--set", "experiments.e.matrix.loss=[ce]") == 0
+    (run_dir,) = [p for p in (results / "runs").iterdir() if p.is_dir()]
+    state = torch.load(run_dir / "model.pt", weights_only=True)
+    # A plain checkpoint of the architecture, as a user would have it (no normalisation wrapper).
+    ckpt = tmp_path / "given.pt"
+    torch.save({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}, ckpt)
+    text = suite.read_text().replace("seed: [0]", f"seed: [0]\n      weights: ['{ckpt}']")
+    given = tmp_path / "given.yaml"
+    given.write_text(text)
+    out = tmp_path / "g"
+    assert run_cli("run", str(given), "--results", str(out), "--set", "experiments.e.matrix.loss=[ce]") == 0
+    assert "trained 0 run(s)" in capsys.readouterr().out
+    ref = {(r["detector"], r["ood_dataset"]): r["metrics"] for r in ResultsDir(results).records()}
+    got = {(r["detector"], r["ood_dataset"]): r["metrics"] for r in ResultsDir(out).records()}
+    assert set(got) == set(ref)
+    for k in ref:
+        assert got[k] == pytest.approx(ref[k], rel=1e-6), k
