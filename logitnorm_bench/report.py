@@ -6,7 +6,8 @@
 * ``fig4_<id>_<arch>.png``: Figure 4, the distribution of the MSP (softmax confidence) score
   on ID vs OOD test data, CE and LogitNorm side by side.  From the ``score_hist`` of MSP
   records; the OOD set shown is SVHN when present (the paper's running example), otherwise
-  the OOD set monitored during training (Figure 1's), otherwise the one most often present; the seeds' histograms are pooled (re-binned onto one grid).
+  the OOD set monitored during training (Figure 1's), otherwise the one most often present;
+  the seeds' histograms are pooled (re-binned onto one grid).
 * ``fig1_<id>_<arch>.png``: Figure 1, the mean L2 norm of the logits of ID and OOD inputs per
   training epoch, CE vs LogitNorm, from ``runs/*/run.json`` histories (mean over seeds).
 * ``fig5_<id>_<arch>.png``: Figure 5, the average FPR95 of LogitNorm + MSP against tau, when
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
@@ -158,7 +158,8 @@ def figure4(records: list[dict], out: Path) -> list[Figure]:
                 ax.set_title(f"{tag} {name}", fontsize=10)
                 continue
             lrecs, lp = chosen[loss]
-            for side, color, lab in (("id", ID_COLOR, f"ID ({label(id_ds)})"), ("ood", OOD_COLOR, f"OOD ({label(ood)})")):
+            for side, color, lab in (("id", ID_COLOR, f"ID ({label(id_ds)})"),
+                                     ("ood", OOD_COLOR, f"OOD ({label(ood)})")):
                 counts = sum(_rebin(r["score_hist"]["edges"], r["score_hist"][side], target) for r in lrecs)
                 total = counts.sum()
                 frac = counts / total if total > 0 else counts
@@ -243,11 +244,14 @@ def figure1(runs: list[dict], out: Path) -> list[Figure]:
         pos = [v for v in values if v > 0]
         if pos and max(pos) / min(pos) > 50:
             ax.set_yscale("log")
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel("mean L2 norm of the logits")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-        ood_txt = ", ".join(sorted(ood_names)) or "none monitored"
+        ood_txt = ", ".join(label(o) for o in sorted(ood_names)) or "none monitored"
         _smoke_title(fig, f"Figure 1: logit norm during training, {label(id_ds)} / {label(arch)}, OOD = {ood_txt}",
                      smoke)
         fig.tight_layout()
@@ -278,7 +282,8 @@ def figure5(ours, out: Path) -> list[Figure]:
         if not ln:
             continue
         # One MSP variant (the paper's T=1 preferred), real over smoke.
-        ln, _ = _pick_variant(ln, lambda r: json.loads(r["detector_params"]), paper_params(id_ds, "logitnorm", "msp")[1])
+        ln, _ = _pick_variant(ln, lambda r: json.loads(r["detector_params"]),
+                              paper_params(id_ds, "logitnorm", "msp")[1])
         if any(not r["smoke"] for r in ln):
             ln = [r for r in ln if not r["smoke"]]
         per_tau: dict[float, list[dict]] = defaultdict(list)

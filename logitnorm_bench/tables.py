@@ -182,7 +182,8 @@ class Ours:
         if ood_dataset == "average":
             # Compared with the paper only when the variant has all six OOD sets.
             n = len(PAPER_OOD_SETS)
-            ks = [len(s) for v, s in self.sets_of.items() if (v[0], v[1], v[3], v[5]) == (id_dataset, arch, loss, detector)]
+            ks = [len(s) for v, s in self.sets_of.items()
+                  if (v[0], v[1], v[3], v[5]) == (id_dataset, arch, loss, detector)]
             cands = [r for r in cands if len(self.sets_of.get(self._variant(r), ())) == n]
             if not cands and ks:
                 k = max(ks)
@@ -230,7 +231,9 @@ def _variant_label(best: dict, cands: list[dict], spec_l: dict, spec_d: dict | N
     """The parameters of the chosen variant worth showing: those that differ from the paper's
     choice, and those that vary among the variants where the paper does not fix them."""
     parts = []
-    fields = [("arch_params", {}), ("loss_params", spec_l)] + ([("detector_params", spec_d)] if spec_d is not None else [])
+    fields = [("arch_params", {}), ("loss_params", spec_l)]
+    if spec_d is not None:
+        fields.append(("detector_params", spec_d))
     for fld, spec in fields:
         mine = json.loads(best[fld])
         others = [json.loads(c[fld]) for c in cands if c is not best]
@@ -357,10 +360,11 @@ def layouts() -> list[Table]:
                          "The paper does not name LogitPenalty's OOD score; MSP is used (its CE and LogitNorm "
                          "rows equal the MSP averages of Tables 1-3)."]))
     # Table 6
+    ood3 = ("fpr95", "auroc", "aupr_in")
     rows = [(label("godin") + " (GODIN score)",
-             [Cell(("cifar10", "wrn40_2", "godin", "godin", "average", m), label(m)) for m in ("fpr95", "auroc", "aupr_in")]),
+             [Cell(("cifar10", "wrn40_2", "godin", "godin", "average", m), label(m)) for m in ood3]),
             (label("logitnorm") + " (MSP score)",
-             [Cell(("cifar10", "wrn40_2", "logitnorm", "msp", "average", m), label(m)) for m in ("fpr95", "auroc", "aupr_in")])]
+             [Cell(("cifar10", "wrn40_2", "logitnorm", "msp", "average", m), label(m)) for m in ood3])]
     tables.append(Table("table6", "GODIN vs LogitNorm on CIFAR-10, WRN-40-2 (average over six OOD sets)",
                         [Section("CIFAR-10 (ID)", [label(m) for m in ("fpr95", "auroc", "aupr_in")], rows)],
                         ["The paper's caption says the ODIN score is used for LogitNorm, but its LogitNorm row "
@@ -380,14 +384,15 @@ def layouts() -> list[Table]:
     for arch in ("resnet34", "densenet_bc"):
         cols, rows = _ood_block("cifar10", arch, ["msp"], PAPER_OOD_SETS)
         secs.append(Section(f"CIFAR-10 (ID), {label(arch)}, MSP score", cols, rows))
-    tables.append(Table("table8", "Per-OOD-set detail of Table 3: ResNet-34 and DenseNet-BC, CE vs LogitNorm, MSP score",
+    tables.append(Table("table8", "Per-OOD-set detail of Table 3: ResNet-34 and DenseNet-BC, CE vs LogitNorm, "
+                                  "MSP score",
                         secs, [LSUN_NOTE.replace("the printed table", "Table 1 (probably the same here)")]))
     # Table 9
     rows = []
     for loss, det in (("logitpenalty", "msp"), ("godin", "godin")):
         for ood in PAPER_OOD_SETS:
             rows.append((f"{label(loss)} · {label(ood)}",
-                         [Cell(("cifar10", "wrn40_2", loss, det, ood, m), label(m)) for m in ("fpr95", "auroc", "aupr_in")]))
+                         [Cell(("cifar10", "wrn40_2", loss, det, ood, m), label(m)) for m in ood3]))
     tables.append(Table("table9", "Per-OOD-set detail of LogitPenalty (lambda = 0.05, MSP score) and GODIN "
                                   "(GODIN score), WRN-40-2 on CIFAR-10",
                         [Section("CIFAR-10 (ID)", [label(m) for m in ("fpr95", "auroc", "aupr_in")], rows)],
@@ -449,7 +454,10 @@ def other_sections(ours: Ours) -> list[tuple[Section, list[bool]]]:
                 g = (r["loss"], r["loss_params"], r["detector"], r["detector_params"], r["arch_params"], r["smoke"])
                 groups.setdefault(g, {})[r["ood_dataset"]] = r
             rows, smoke_flags = [], []
-            for g in sorted(groups):
+            loss_order = {n: i for i, n in enumerate(("ce", "logitnorm", "logitpenalty", "godin"))}
+            det_order = {n: i for i, n in enumerate(("msp", "odin", "energy", "gradnorm", "godin"))}
+            for g in sorted(groups, key=lambda g: (loss_order.get(g[0], 99), g[0], g[1],
+                                                   det_order.get(g[2], 99), g[2], g[3:])):
                 by_ood = groups[g]
                 cells = []
                 for m, o in metrics:
@@ -538,7 +546,8 @@ def render_md(tables: list[Table], ours: Ours) -> str:
             out.append("| | " + " | ".join(_md_escape(c) for c in s.columns) + " |")
             out.append("|---" * (len(s.columns) + 1) + "|")
             for row_label, cells in s.rows:
-                out.append(f"| {_md_escape(row_label)} | " + " | ".join(_md_escape(ours_text(c.ours)) for c in cells) + " |")
+                out.append(f"| {_md_escape(row_label)} | "
+                           + " | ".join(_md_escape(ours_text(c.ours)) for c in cells) + " |")
             out.append("")
     return "\n".join(out).rstrip() + "\n"
 
@@ -590,7 +599,9 @@ def render_html(tables: list[Table], ours: Ours) -> str:
         if diff is not None and c.key[5] in ("fpr95", "auroc", "aupr_in", "id_acc", "ece", "ece_ts"):
             better = diff < 0 if c.key[5] in ("fpr95", "ece", "ece_ts") else diff > 0
             dcls = "better" if better else "worse"
-        sub = f"paper {_num(c.paper)}" + (f" · <span class='{dcls}'>Δ {_num(diff, True)}</span>" if diff is not None else "")
+        sub = f"paper {_num(c.paper)}"
+        if diff is not None:
+            sub += f" · <span class='{dcls}'>Δ {_num(diff, True)}</span>"
         return f"<td{cls}><b>{ours_s}</b><br><span class='paper'>{sub}</span></td>"
 
     for t in tables:
@@ -614,7 +625,8 @@ def render_html(tables: list[Table], ours: Ours) -> str:
                        + "".join(f"<th>{e(c)}</th>" for c in s.columns) + "</tr>")
             for row_label, cells in s.rows:
                 out.append(f"<tr><th>{e(row_label)}</th>" + "".join(
-                    f"<td{' class=smoke' if c.ours.smoke else ''}>{e(ours_text(c.ours))}</td>" for c in cells) + "</tr>")
+                    f"<td{' class=smoke' if c.ours.smoke else ''}>{e(ours_text(c.ours))}</td>" for c in cells)
+                           + "</tr>")
             out.append("</table>")
     return "\n".join(out) + "\n"
 
