@@ -54,10 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "retrain everything; never: compute only absent cells")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--executor", default="local", help="executor plugin (see: ood-bench list executors)")
-    p.add_argument("--jobs", type=int, default=1, help="concurrent worker processes (local executor)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="concurrent worker processes (local, default 1); with ray: a cap on tasks at once")
     p.add_argument("--devices", default=None,
                    help="comma-separated devices handed to workers in turn, e.g. cuda:0,cuda:1")
     p.add_argument("--ray-address", default=None, help="address of an existing Ray cluster (ray executor)")
+    p.add_argument("--executor-option", dest="executor_options", action="append", default=[],
+                   metavar="KEY=VALUE", help="an executor option, e.g. num_gpus=0.5 or max_retries=5 "
+                   "(value read as YAML; repeatable)")
     p.add_argument("--wait", type=float, default=0,
                    help="seconds to wait for another run holding the results folder (default: refuse)")
 
@@ -140,17 +144,31 @@ def cmd_plan(args) -> int:
 def cmd_run(args) -> int:
     from logitnorm_bench.leaderboard import write_leaderboard
     from logitnorm_bench.runner import ResultsLock, default_data_root, resolve_device, run_plan
+    from logitnorm_bench.params import resolve_params
+    from logitnorm_bench.suite import parse_override
 
-    _, suite, plan = _load(args)
-    resolve_device(args.device)  # bad --device is bad input: fail before anything runs
+    plugins, suite, plan = _load(args)
+    if args.executor == "local":
+        resolve_device(args.device)  # bad --device is bad input: fail before anything runs
+    elif args.device not in ("auto", "cpu", "cuda") and not args.device.startswith("cuda:"):
+        raise ConfigError(f"--device {args.device!r}: expected auto, cpu, cuda or cuda:N")  # workers resolve it
     results = args.results or Path("results-smoke" if args.smoke else "results")
-    options = {"jobs": args.jobs}
+    options: dict = {}
+    if args.jobs is not None and args.jobs < 1:
+        raise ConfigError(f"--jobs {args.jobs}: expected a positive integer")
+    if args.jobs is not None:
+        options["jobs"] = args.jobs
     if args.devices:
         options["devices"] = [d.strip() for d in args.devices.split(",") if d.strip()]
-    if args.executor == "ray":
-        options = {"address": args.ray_address}
-    elif args.ray_address:
-        raise ConfigError("--ray-address needs --executor ray")
+    if args.ray_address:
+        if args.executor != "ray":
+            raise ConfigError("--ray-address needs --executor ray")
+        options["address"] = args.ray_address
+    for item in args.executor_options:
+        key, value = parse_override(item)
+        options[key] = value
+    # Checked now (name, option names), built later: building the ray executor starts Ray.
+    resolve_params(plugins.executors.get(args.executor), options, key="--executor-option")
     try:
         results.mkdir(parents=True, exist_ok=True)
         probe = results / ".write-test"

@@ -130,4 +130,6 @@ def provenance(plugins, device: torch.device | str) -> dict:
         "python": platform.python_version(),
         "host": platform.node(),
         "device": str(device),
+        # CPU results depend on the thread count (float reductions in another order): recorded.
+        "torch_threads": torch.get_num_threads(),
     }

@@ -424,7 +424,11 @@ def run_plan(plan: Plan, results_root: Path, data_root: Path, device: str, overw
             jobs = [(runs[rid], cells) for rid, cells in by_run.items()]
         if not jobs:
             continue
-        exe = exe or plugins.executors.build(executor, **(executor_options or {}))
+        if exe is None:
+            try:
+                exe = plugins.executors.build(executor, **(executor_options or {}))
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"--executor {executor}: {exc}") from None
         payloads = [dict(run=asdict(run), cells=[asdict(c) for c in cells], results_root=str(results_root),
                          data_root=str(data_root), device=device, overwrite=overwrite, index=i + 1,
                          total=len(jobs), download=download, suite_name=plan.suite)

@@ -179,7 +179,7 @@ CLI_CASES = [
     ("set-empty-part", ["plan", "{suite}", "--set", "train..epochs=3"], ["--set 'train..epochs=3'", "dotted key"]),
     ("set-bad-yaml", ["plan", "{suite}", "--set", "train.epochs=[1"], ["--set 'train.epochs=[1'", "not valid YAML"]),
     ("suite-not-found", ["plan", "{tmp}/nope.yaml"], ["suite file not found", "nope.yaml"]),
-    ("suite-is-a-folder", ["plan", "{tmp}"], ["suite file not found"]),
+    ("suite-is-a-folder", ["plan", "{tmp}"], ["is a folder; expected a suite YAML file"]),
     ("run-suite-not-found", ["run", "{tmp}/nope.yaml"], ["suite file not found", "nope.yaml"]),
     ("run-device-cuda", ["run", "{suite}", "--device", "cuda:0", "--results", "{tmp}/res"],
      ["--device cuda:0", "CUDA is not available"]),

@@ -84,9 +84,9 @@ class TinyDetector(Detector):
 
 
 class TinyExecutor:
-    def run(self, jobs, work_fn):
-        for job in jobs:
-            yield work_fn(job)
+    def run(self, payloads):
+        for payload in payloads:
+            yield {"run_id": payload["run"]["run_id"]}
 
 
 class DatasetsPlugin:
@@ -143,7 +143,8 @@ def _check_detector(entry):
 
 
 def _check_executor(entry):
-    assert list(entry.factory().run([1, 2, 3], lambda j: j * 10)) == [10, 20, 30]
+    payloads = [{"run": {"run_id": rid}} for rid in ("a", "b")]
+    assert list(entry.factory().run(payloads)) == [{"run_id": "a"}, {"run_id": "b"}]
 
 
 # hook name -> (plugin class, kind, component name, contract check).  Every hookspec must be here.
@@ -209,7 +210,7 @@ BUILTINS = {
     "architectures": {"wrn40_2", "resnet34", "densenet_bc", "digits_mlp"},
     "losses": {"ce", "logitnorm", "logitpenalty", "godin"},
     "detectors": {"msp", "odin", "energy", "gradnorm", "godin"},
-    "executors": {"local"},
+    "executors": {"local", "ray"},
 }
 
 
