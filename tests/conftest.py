@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
+import threading
+
 import pytest
+import torch
 
 
 @pytest.fixture
@@ -20,3 +25,34 @@ def plugin_env(monkeypatch):
     plugins.reset_plugins()
     yield monkeypatch
     plugins.reset_plugins()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of small-tensor tests.
+
+    One thread is faster and much steadier than two on a busy 2-core machine, where OpenMP's
+    barriers can make small ops 10-100x slower.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """Serve a fresh folder on 127.0.0.1 (loopback only); returns (folder, base_url)."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             functools.partial(_QuietHandler, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import http.server
 import pickle
 import tarfile
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -195,21 +193,6 @@ def test_textures_resize_and_center_crop(tmp_path):
 # Downloads through a loopback server
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def serve(tmp_path):
-    folder = tmp_path / "served"
-    folder.mkdir()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                             functools.partial(_QuietHandler, directory=str(folder)))
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 def _tar_gz(path: Path, src: Path, arcname: str) -> str:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import io
 import tarfile
-import threading
 import urllib.error
 import zipfile
 
@@ -17,23 +14,6 @@ from logitnorm_bench.download import UnsafeArchiveError, download_url, extract_a
 from logitnorm_bench.errors import ChecksumError
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def serve(tmp_path):
-    """Serve a folder on 127.0.0.1; returns (folder, base_url)."""
-    folder = tmp_path / "served"
-    folder.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 PAYLOAD = b"ood-bench test payload\n" * 1000

@@ -15,14 +15,7 @@ from ood_bench_paper.architectures import digits_mlp, wrn40_2
 from ood_bench_paper.godin import CosineLinear, GodinHead
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These tests use small tensors: one thread is faster and much steadier than two on a busy
-    # 2-core machine, where OpenMP's barriers can make small ops 10-100x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def _registered():
