@@ -43,20 +43,30 @@ def materialize(ds: Dataset, batch_size: int = 512) -> tuple[torch.Tensor, torch
 
 
 def augment(x: torch.Tensor, padding: int, hflip: bool, gen: torch.Generator) -> torch.Tensor:
-    """Random crop (zero padding) and horizontal flip of a batch, one draw per image."""
+    """Random crop (zero padding) and horizontal flip of a batch, one draw per image.
+
+    Draws, in this order and from ``gen`` only: the crops' row offsets, their column offsets (when
+    ``padding > 0``), then the flips (when ``hflip``).  Crop and flip are then one gather from the
+    padded batch (a flipped crop reads its columns right to left), the same pixels as slicing each
+    crop and reversing its columns, about 3x faster on a CPU than indexing then flipping.
+    """
     b, c, h, w = x.shape
+    if padding <= 0 and not hflip:
+        return x
+    dev = x.device
     if padding > 0:
-        padded = F.pad(x, (padding, padding, padding, padding))
-        i = torch.randint(0, 2 * padding + 1, (b,), generator=gen, device=gen.device).to(x.device)
-        j = torch.randint(0, 2 * padding + 1, (b,), generator=gen, device=gen.device).to(x.device)
-        rows = (i[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
-        cols = (j[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
-        x = padded[torch.arange(b, device=x.device)[:, None, None, None],
-                   torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
+        i = torch.randint(0, 2 * padding + 1, (b,), generator=gen, device=gen.device).to(dev)
+        j = torch.randint(0, 2 * padding + 1, (b,), generator=gen, device=gen.device).to(dev)
+    cols = torch.arange(w, device=dev).expand(b, w)
     if hflip:
-        flip = (torch.rand(b, generator=gen, device=gen.device) < 0.5).to(x.device)
-        x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    return x
+        flip = (torch.rand(b, generator=gen, device=gen.device) < 0.5).to(dev)
+        cols = torch.where(flip[:, None], w - 1 - cols, cols)
+    if padding <= 0:
+        return x.gather(3, cols[:, None, None, :].expand(b, c, h, w))
+    padded = F.pad(x, (padding, padding, padding, padding))
+    rows = i[:, None] + torch.arange(h, device=dev)  # (b, h) rows of the padded image
+    flat = rows[:, :, None] * (w + 2 * padding) + (j[:, None] + cols)[:, None, :]  # (b, h, w)
+    return padded.flatten(2).gather(2, flat.flatten(1)[:, None, :].expand(b, c, h * w)).view(b, c, h, w)
 
 
 def make_optimizer(model: nn.Module, loss: nn.Module, recipe: dict) -> torch.optim.Optimizer:
@@ -133,23 +143,23 @@ def train(model: nn.Module, loss_fn: nn.Module, train_x: torch.Tensor, train_y: 
     n_batches = n // bs if recipe["drop_last"] and n >= bs else math.ceil(n / bs)
     if recipe.get("max_batches_per_epoch"):
         n_batches = min(n_batches, recipe["max_batches_per_epoch"])
+    sync_every = host_sync_every(device)
     t0 = time.perf_counter()
     for epoch in range(start_epoch, epochs):
         model.train()
         te = time.perf_counter()
         perm = torch.randperm(n, generator=gen, device=gen.device)
-        total, correct, seen = 0.0, 0, 0
+        tally = _Tally(epoch)
         for b in range(n_batches):
             idx = perm[b * bs:(b + 1) * bs].to(train_x.device)
             x = augment(train_x[idx], recipe["crop_padding"], recipe["hflip"], gen)
-            y = train_y[idx]
-            loss, logits = step_fn(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
-            lv = float(loss)
-            if not math.isfinite(lv):
-                raise DivergedError(f"loss became {lv} at epoch {epoch + 1}, batch {b + 1}")
-            total += lv * len(idx)
-            correct += int((logits.argmax(1) == y.to(logits.device)).sum())
-            seen += len(idx)
+            y = train_y[idx].to(device, non_blocking=True)
+            loss, logits = step_fn(x.to(device, non_blocking=True), y)
+            tally.add(b, len(idx), loss, (logits.argmax(1) == y).sum())
+            if len(tally.pending) >= sync_every:
+                tally.flush()  # raises DivergedError naming the first non-finite batch
+        tally.flush()
+        total, correct, seen = tally.total, tally.correct, tally.seen
         lr = opt.param_groups[0]["lr"]
         sched.step()
         entry = {"epoch": epoch + 1, "loss": total / max(seen, 1), "train_acc": correct / max(seen, 1),
@@ -168,6 +178,49 @@ def train(model: nn.Module, loss_fn: nn.Module, train_x: torch.Tensor, train_y: 
     if fast.get("channels_last"):
         model.to(memory_format=torch.contiguous_format)
     return TrainResult(model, history, time.perf_counter() - t0, start_epoch)
+
+
+#: Training steps between host syncs on an accelerator.  Reading the loss (to check it is finite)
+#: and the correct count waits for the device to finish the step, which leaves the GPU idle while
+#: Python queues the next one; on an accelerator they are read every this many steps instead
+#: (still naming the first bad batch, at most this many steps late).  A CPU never waits: every step.
+HOST_SYNC_EVERY = 32
+
+
+def host_sync_every(device: torch.device) -> int:
+    return 1 if device.type == "cpu" else HOST_SYNC_EVERY
+
+
+class _Tally:
+    """Per-step loss and correct counts, kept on the device until :meth:`flush` reads them at once.
+
+    The epoch's totals are summed on the host in batch order from the same float32 values as a
+    per-step ``float(loss)`` would give, so the history is the same whatever the sync interval.
+    """
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+        self.pending: list[tuple[int, int, torch.Tensor, torch.Tensor]] = []
+        self.total, self.correct, self.seen = 0.0, 0, 0
+
+    def add(self, batch: int, size: int, loss: torch.Tensor, correct: torch.Tensor) -> None:
+        self.pending.append((batch, size, loss, correct))
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, []
+        if len(pending) == 1:
+            losses, corrects = [float(pending[0][2])], [int(pending[0][3])]
+        else:  # one host sync for the lot
+            losses = torch.stack([p[2] for p in pending]).tolist()
+            corrects = torch.stack([p[3] for p in pending]).tolist()
+        for (b, size, _, _), lv, c in zip(pending, losses, corrects):
+            if not math.isfinite(lv):
+                raise DivergedError(f"loss became {lv} at epoch {self.epoch + 1}, batch {b + 1}")
+            self.total += lv * size
+            self.correct += int(c)
+            self.seen += size
 
 
 def _train_step(model, loss_fn, opt, device, fast):

@@ -157,7 +157,7 @@ def test_cli_plan_json_quick(capsys):
     for r in runs:
         assert set(r) >= {"run_id", "id_dataset", "arch", "arch_params", "loss", "loss_params", "seed", "train",
                           "experiments"}
-        assert r["train"]["epochs"] == 30
+        assert r["train"]["epochs"] == 100
     assert err == ""
 
 
