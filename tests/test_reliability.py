@@ -124,6 +124,7 @@ class Evil:
 MARKER = Path("/tmp/ood-bench-evil-marker")
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")  # torch, on the planted pickle
 def test_corrupt_or_malicious_weights_are_set_aside_and_never_unpickled(tmp_path, plugin_env):
     suite = write(tmp_path)
     results = tmp_path / "r"
