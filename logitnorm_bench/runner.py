@@ -409,6 +409,8 @@ def run_plan(plan: Plan, results_root: Path, data_root: Path, device: str, overw
         + f"; to do: {len(jobs)} run(s), {n_cells} cell(s)")
     counts = {"runs": len(jobs), "trained": 0, "records_ok": 0, "records_failed": 0, "failed_runs": 0}
     plugins = get_plugins()
+    if jobs:
+        prepare_data(plan, jobs, data_root, download, log)
     exe = None
     t0 = time.perf_counter()
     for phase in ("plan", "selections"):
@@ -440,6 +442,35 @@ def run_plan(plan: Plan, results_root: Path, data_root: Path, device: str, overw
             counts["failed_runs"] += bool(summary.get("error"))
     counts["seconds"] = time.perf_counter() - t0
     return counts
+
+
+def prepare_data(plan: Plan, jobs: list, data_root: Path, download: bool, log: Callable[[str], None]) -> None:
+    """Make sure every dataset the pending work needs is there (downloading it once) before any run.
+
+    Missing data is then bad input (one line, exit 2) rather than one failed run after another, and
+    parallel workers never download the same archive into the same folder at once.
+    """
+    if all(run.smoke for run, _ in jobs):
+        return  # smoke runs use synthetic stand-ins
+    needed: dict[str, set[str]] = {}
+    for run, cells in jobs:
+        needed.setdefault(run.id_dataset, set()).update({"test"} if run.weights else {"train", "test"})
+        if run.train.get("monitor_ood"):
+            needed.setdefault(run.train["monitor_ood"], set()).add("test")
+        for c in cells:
+            needed.setdefault(c.ood_dataset, set()).add(c.split)
+    for g in plan.selections:
+        needed.setdefault(g.ood_dataset, set()).add("val")
+    sources = _Sources(get_plugins(), smoke=False)
+    ctx = DataContext(root=Path(data_root), download=download)
+    t0 = time.perf_counter()
+    for name in sorted(needed):
+        source = sources(name)
+        for split in sorted(needed[name]):
+            if split == "val" and "val" not in source.splits:
+                continue  # a selection then uses a sample of the training images
+            source.build(split, ctx)  # raises DataMissingError (bad input) with folder, URL and layout
+    log(f"data ready under {data_root} ({len(needed)} dataset(s), {time.perf_counter() - t0:.1f}s)")
 
 
 def resolve_selections(plan: Plan, results: ResultsDir, log: Callable[[str], None]) -> list[EvaluationCell]:

@@ -94,7 +94,25 @@ def test_bad_detectors_and_empty_dataset_are_recorded_failures(tmp_path, faulty,
     assert nan_row["fpr95"] == "" and nan_row["n_failed"] == "1"  # missing, never a number
 
 
-def test_missing_data_is_a_recorded_failure_naming_the_folder(tmp_path, plugin_env):
+def test_missing_data_is_bad_input_before_anything_runs(tmp_path, plugin_env, capsys):
+    suite = write(tmp_path, id_dataset="cifar10", oods="[svhn]").read_text()
+    suite = suite.replace("digits_mlp", "wrn40_2").replace("arch_params: [{width: 32}]", "arch_params: [{}]")
+    (tmp_path / "s.yaml").write_text(suite)
+    data = tmp_path / "nodata"
+    results = tmp_path / "r"
+    code = main(["run", str(tmp_path / "s.yaml"), "--results", str(results), "--data", str(data), "--no-download"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("ood-bench: error: cifar10") and str(data) in err[-1] and "Traceback" not in err
+    assert "https://" in err[-1]  # and where to get it
+    assert not list(ResultsDir(results).records())  # nothing ran
+
+
+def test_missing_data_at_run_time_is_a_recorded_failure(tmp_path, plugin_env, monkeypatch):
+    # Data that vanishes after the check (or a worker on another machine without it): a recorded failure.
+    import logitnorm_bench.runner as runner
+
+    monkeypatch.setattr(runner, "prepare_data", lambda *a, **k: None)
     suite = write(tmp_path, id_dataset="cifar10", oods="[svhn]").read_text()
     suite = suite.replace("digits_mlp", "wrn40_2").replace("arch_params: [{width: 32}]", "arch_params: [{}]")
     (tmp_path / "s.yaml").write_text(suite)
