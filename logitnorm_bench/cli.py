@@ -11,6 +11,7 @@ from logitnorm_bench import __version__
 from logitnorm_bench.errors import ConfigError, OodBenchError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The bundled suites live in the repository's suites/ (an editable install, as the README's commands do).
 QUICK_SUITE = REPO_ROOT / "suites" / "quick.yaml"
 
 
