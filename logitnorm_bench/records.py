@@ -20,7 +20,7 @@ import platform
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -66,6 +66,23 @@ def read_json(path: Path) -> dict | None:
             data = json.load(fh)
         return data if isinstance(data, dict) else None
     except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return None
+
+
+def load_state_or_set_aside(path: Path, warn: Callable[[str], None], map_location="cpu") -> dict | None:
+    """A saved state dict, or None; an unreadable file is renamed ``*.corrupt`` and reported.
+
+    ``weights_only=True``: a results folder is never trusted to unpickle arbitrary objects.
+    """
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        bad = path.with_name(path.name + ".corrupt")
+        os.replace(path, bad)
+        warn(f"warning: {path.name} is unreadable ({type(exc).__name__}); moved to {bad.name}, "
+            "starting that step again")
         return None
 
 

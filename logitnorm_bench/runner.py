@@ -26,7 +26,8 @@ from logitnorm_bench.errors import ConfigError, OodBenchError
 from logitnorm_bench.evaluate import Evaluator, forward_pass, sample_indices
 from logitnorm_bench.plan import EvaluationCell, Plan, TrainingRun
 from logitnorm_bench.plugins import get_plugins
-from logitnorm_bench.records import RECORD_SCHEMA, ResultsDir, atomic_torch_save, provenance
+from logitnorm_bench.records import (RECORD_SCHEMA, ResultsDir, atomic_torch_save, load_state_or_set_aside,
+                                     provenance)
 from logitnorm_bench.train import DivergedError, build_model, materialize, train
 
 OVERWRITE_MODES = ("only-missing", "always", "never")
@@ -104,14 +105,12 @@ def execute_run(run: dict, cells: list[dict], results_root: str, data_root: str,
                 _load_given_weights(model, run_obj.weights)
                 info.update(status="given_weights", weights=run_obj.weights)
             elif (overwrite != "always" and info.get("status") == "trained"
-                  and (state := _load_or_quarantine(model_path, progress)) is not None):
+                  and (state := load_state_or_set_aside(model_path, progress)) is not None):
                 model.load_state_dict(state)
                 progress("trained weights found; not training again")
             else:
                 if overwrite == "always":
                     (run_dir / "checkpoint.pt").unlink(missing_ok=True)
-                else:
-                    _load_or_quarantine(run_dir / "checkpoint.pt", progress)  # a bad one is set aside
                 progress("loading training data")
                 train_x, train_y = materialize(id_source.build("train", ctx))
                 monitor = _Monitor(model, id_source, sources, run_obj, ctx, dev)
@@ -172,23 +171,6 @@ def execute_run(run: dict, cells: list[dict], results_root: str, data_root: str,
             progress(f"done: ID accuracy {100 * m['id_acc']:.2f}%, {summary['records_ok']} record(s) ok, "
                      f"{summary['records_failed']} failed")
     return summary
-
-
-def _load_or_quarantine(path: Path, progress) -> dict | None:
-    """A saved state dict, or None; an unreadable file is renamed ``*.corrupt`` and reported.
-
-    ``weights_only=True``: a results folder is never trusted to unpickle arbitrary objects.
-    """
-    if not path.exists():
-        return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        bad = path.with_name(path.name + ".corrupt")
-        os.replace(path, bad)
-        progress(f"warning: {path.name} is unreadable ({type(exc).__name__}); moved to {bad.name}, "
-                 "starting that step again")
-        return None
 
 
 def _flag_chance(result: dict, run: TrainingRun) -> dict:

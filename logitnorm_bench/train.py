@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from logitnorm_bench.components import Normalized
-from logitnorm_bench.records import atomic_torch_save
+from logitnorm_bench.records import atomic_torch_save, load_state_or_set_aside
 
 
 class DivergedError(RuntimeError):
@@ -125,8 +125,8 @@ def train(model: nn.Module, loss_fn: nn.Module, train_x: torch.Tensor, train_y: 
     gen = torch.Generator(device=gen_device).manual_seed(seed)
     history: list[dict] = []
     start_epoch = 0
-    if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
+    state = load_state_or_set_aside(checkpoint, progress, device) if checkpoint is not None else None
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
