@@ -85,14 +85,14 @@ class Evaluator:
     plugins: Any
     device: torch.device
     protocol: dict
-    id_train_x: torch.Tensor | None = None
+    id_test: tuple[torch.Tensor, torch.Tensor] | None = None  #: the ID test images, if the caller has them
     source_for: Any = None  #: name -> DatasetSource (the runner's, so smoke mode can swap them)
     run_metrics: dict = field(default_factory=dict)
 
     def evaluate(self, cells: list) -> Iterator[tuple[Any, dict]]:
         model, dev, bs = self.model.eval().to(self.device), self.device, self.protocol["batch_size"]
         t0 = time.perf_counter()
-        id_x, id_y = materialize(self.id_source.build("test", self.ctx))
+        id_x, id_y = self.id_test or materialize(self.id_source.build("test", self.ctx))
         detectors: dict[str, Any] = {}
         for c in cells:
             key = _det_key(c)

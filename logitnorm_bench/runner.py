@@ -94,7 +94,7 @@ def execute_run(run: dict, cells: list[dict], results_root: str, data_root: str,
     with lock:  # two workers never train the same run at once
         info = results.read_run(run_obj.run_id) or {}
         base = {"run": asdict(run_obj), "provenance": provenance(plugins, dev)}
-        t_train = 0.0
+        t_train, id_test = 0.0, None
         try:
             sources = _Sources(plugins, run_obj.smoke)
             id_source = sources(run_obj.id_dataset)
@@ -113,7 +113,8 @@ def execute_run(run: dict, cells: list[dict], results_root: str, data_root: str,
                     (run_dir / "checkpoint.pt").unlink(missing_ok=True)
                 progress("loading training data")
                 train_x, train_y = materialize(id_source.build("train", ctx))
-                monitor = _Monitor(model, id_source, sources, run_obj, ctx, dev)
+                id_test = materialize(id_source.build("test", ctx))  # the monitor's and, later, the evaluation's
+                monitor = _Monitor(id_test[0], sources, run_obj, ctx, dev)
                 info.update(base, status="training", started=_now())
                 results.write_run(run_obj.run_id, info)
                 res = train(model, loss_fn, train_x, train_y, run_obj.train, run_obj.seed, dev,
@@ -149,7 +150,7 @@ def execute_run(run: dict, cells: list[dict], results_root: str, data_root: str,
             else:
                 source_for, eval_id_source = sources, id_source
             evaluator = Evaluator(model, eval_id_source, ctx, plugins, dev, split_cells[0].evaluation,
-                                  source_for=source_for)
+                                  id_test=id_test if split == "test" else None, source_for=source_for)
             try:
                 for cell, result in evaluator.evaluate(split_cells):
                     result = _flag_chance(result, run_obj)
@@ -327,12 +328,11 @@ def _accepts(factory, name: str) -> bool:
 class _Monitor:
     """Per-epoch mean logit norm on fixed ID test images and an OOD set (the paper's Figure 1)."""
 
-    def __init__(self, model, id_source, sources, run: TrainingRun, ctx, dev):
+    def __init__(self, id_test_x, sources, run: TrainingRun, ctx, dev):
         self.dev, self.sets = dev, {}
         k = run.train.get("monitor_samples", 256)
+        self.sets["logit_norm_id"] = id_test_x[sample_indices(len(id_test_x), k, 0)]
         try:
-            x, _ = materialize(id_source.build("test", ctx))
-            self.sets["logit_norm_id"] = x[sample_indices(len(x), k, 0)]
             ood_name = run.train.get("monitor_ood")
             if ood_name:
                 ds = sources(ood_name).build("test", ctx)
@@ -340,7 +340,6 @@ class _Monitor:
 
                 idx = sample_indices(len(ds), k, 0)
                 self.sets["logit_norm_ood"], _ = materialize(Subset(ds, idx.tolist()))
-                self.sets_ood_name = ood_name
         except Exception as exc:  # the curve is a nicety: never fail a training for it
             print(f"warning: logit-norm monitor disabled: {exc}", file=sys.stderr)
 
