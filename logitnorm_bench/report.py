@@ -67,11 +67,17 @@ def _save(fig, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _smoke_title(fig, title: str, smoke: bool) -> None:
+def _finish(fig, out: Path, number: int, id_ds: str, arch: str, title: str, caption: str,
+            smoke: bool) -> Figure:
+    """Title (and smoke watermark), lay out, save as ``fig<N>_<id>_<arch>.png``; the page's Figure."""
     fig.suptitle(title, fontsize=10)
     if smoke:
         fig.text(0.5, 0.5, "SMOKE — numbers mean nothing", ha="center", va="center", fontsize=20,
                  color="red", alpha=0.25, rotation=20)
+    fig.tight_layout()
+    fname = f"fig{number}_{_safe(id_ds)}_{_safe(arch)}.png"
+    _save(fig, out / fname)
+    return Figure(f"Figure {number}", fname, caption, smoke)
 
 
 def _safe(name: str) -> str:
@@ -172,14 +178,11 @@ def figure4(records: list[dict], out: Path) -> list[Figure]:
             ax.set_ylabel("fraction of samples")
             ax.legend(fontsize=8, loc="upper center")
             ax.set_xlim(lo, hi)
-        _smoke_title(fig, f"Figure 4: distribution of softmax confidence, {label(id_ds)} / {label(arch)}, "
-                          f"OOD = {label(ood)}", smoke)
-        fig.tight_layout()
-        fname = f"fig4_{_safe(id_ds)}_{_safe(arch)}.png"
-        _save(fig, out / fname)
-        figs.append(Figure("Figure 4", fname, f"Softmax confidence (MSP score) of ID vs OOD ({label(ood)}) test "
-                                              f"inputs, {label(id_ds)} / {label(arch)}: (a) CE, (b) LogitNorm. "
-                                              "Seeds pooled; each histogram normalised to sum 1.", smoke))
+        figs.append(_finish(
+            fig, out, 4, id_ds, arch,
+            f"Figure 4: distribution of softmax confidence, {label(id_ds)} / {label(arch)}, OOD = {label(ood)}",
+            f"Softmax confidence (MSP score) of ID vs OOD ({label(ood)}) test inputs, {label(id_ds)} / "
+            f"{label(arch)}: (a) CE, (b) LogitNorm. Seeds pooled; each histogram normalised to sum 1.", smoke))
     return figs
 
 
@@ -252,16 +255,13 @@ def figure1(runs: list[dict], out: Path) -> list[Figure]:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
         ood_txt = ", ".join(label(o) for o in sorted(ood_names)) or "none monitored"
-        _smoke_title(fig, f"Figure 1: logit norm during training, {label(id_ds)} / {label(arch)}, OOD = {ood_txt}",
-                     smoke)
-        fig.tight_layout()
-        fname = f"fig1_{_safe(id_ds)}_{_safe(arch)}.png"
-        _save(fig, out / fname)
-        figs.append(Figure("Figure 1", fname, f"Mean L2 norm of the logits on fixed ID test images (solid) and OOD "
-                                              f"images ({ood_txt}; dashed) after each training epoch, mean over "
-                                              f"seeds, {label(id_ds)} / {label(arch)}. These are the network's raw "
-                                              "logits f; LogitNorm's loss sees f / (tau ||f||), whose norm is "
-                                              "always 1/tau, so its raw norm is free to drift.", smoke))
+        figs.append(_finish(
+            fig, out, 1, id_ds, arch,
+            f"Figure 1: logit norm during training, {label(id_ds)} / {label(arch)}, OOD = {ood_txt}",
+            f"Mean L2 norm of the logits on fixed ID test images (solid) and OOD images ({ood_txt}; dashed) after "
+            f"each training epoch, mean over seeds, {label(id_ds)} / {label(arch)}. These are the network's raw "
+            "logits f; LogitNorm's loss sees f / (tau ||f||), whose norm is always 1/tau, so its raw norm is free "
+            "to drift.", smoke))
     return figs or [Figure("Figure 1", None, "skipped: the run histories have no logit norms")]
 
 
@@ -323,13 +323,11 @@ def figure5(ours, out: Path) -> list[Figure]:
         ax.set_ylabel("FPR95 (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        _smoke_title(fig, f"Figure 5: effect of tau, {label(id_ds)} / {label(arch)} "
-                          f"({', '.join(sorted(ood_txt))})", smoke)
-        fig.tight_layout()
-        fname = f"fig5_{_safe(id_ds)}_{_safe(arch)}.png"
-        _save(fig, out / fname)
-        figs.append(Figure("Figure 5", fname, f"FPR95 of LogitNorm + MSP against tau ({', '.join(sorted(ood_txt))}), "
-                                              f"mean ± std over seeds, {label(id_ds)} / {label(arch)}.", smoke))
+        oods = ", ".join(sorted(ood_txt))
+        figs.append(_finish(
+            fig, out, 5, id_ds, arch, f"Figure 5: effect of tau, {label(id_ds)} / {label(arch)} ({oods})",
+            f"FPR95 of LogitNorm + MSP against tau ({oods}), mean ± std over seeds, {label(id_ds)} / {label(arch)}.",
+            smoke))
     return figs or [Figure("Figure 5", None, "skipped: no LogitNorm + MSP results with more than one tau")]
 
 
