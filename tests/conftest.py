@@ -56,3 +56,35 @@ def serve(tmp_path):
     yield folder, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+def tiny_suite_doc(*, name: str = "tiny", epochs: int = 2, crop_padding: int = 1, ood_samples: int = 300,
+                   id_val_samples: int = 100, **matrix) -> dict:
+    """A small suite on the bundled digits (seconds on a CPU); ``matrix`` keys override the defaults."""
+    grid = {"id_dataset": ["digits"], "arch": ["digits_mlp"], "arch_params": [{"width": 32}],
+            "loss": ["ce", "logitnorm"], "detector": ["msp", "energy"], "ood_dataset": ["uniform_noise"],
+            "seed": [0]}
+    grid.update(matrix)
+    return {"suite": name, "version": 1,
+            "defaults": {"train": {"epochs": epochs, "batch_size": 64, "lr": 0.05, "schedule": "cosine",
+                                   "crop_padding": crop_padding, "hflip": False},
+                         "evaluation": {"ood_samples": ood_samples, "batch_size": 512,
+                                        "id_val_samples": id_val_samples}},
+            "experiments": {"e": {"matrix": grid}}}
+
+
+@pytest.fixture(scope="session")
+def tiny_suite():
+    """``tiny_suite(path, select=None, include=None, **tiny_suite_doc options)`` writes one and returns ``path``."""
+    import yaml
+
+    def write(path, *, select=None, include=None, **options):
+        doc = tiny_suite_doc(**options)
+        if select is not None:
+            doc["experiments"]["e"]["select"] = select
+        if include is not None:
+            doc["experiments"]["e"]["include"] = include
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return path
+
+    return write

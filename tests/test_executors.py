@@ -22,30 +22,12 @@ from logitnorm_bench.errors import ConfigError
 from logitnorm_bench.executors import LocalExecutor
 from logitnorm_bench.records import ResultsDir
 
-TINY = """
-suite: tiny
-version: 1
-defaults:
-  train: {epochs: 2, batch_size: 64, lr: 0.05, schedule: cosine, crop_padding: 1, hflip: false}
-  evaluation: {ood_samples: 300, batch_size: 512, id_val_samples: 100}
-experiments:
-  e:
-    matrix:
-      id_dataset: [digits]
-      arch: [digits_mlp]
-      arch_params: [{width: 32}]
-      loss: [ce, logitnorm]
-      detector: [msp, energy]
-      ood_dataset: [uniform_noise]
-      seed: [0, 1]
-"""
 N_RUNS, N_CELLS = 4, 8
 
 
 @pytest.fixture(scope="module")
-def suite(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("suite") / "tiny.yaml"
-    path.write_text(TINY)
+def suite(tmp_path_factory, tiny_suite) -> Path:
+    path = tiny_suite(tmp_path_factory.mktemp("suite") / "tiny.yaml", seed=[0, 1])
     return path
 
 

@@ -17,25 +17,6 @@ from logitnorm_bench.components import DatasetSource, Detector
 from logitnorm_bench.plugins import get_plugins
 from logitnorm_bench.records import ResultsDir
 
-SUITE = """
-suite: rel
-version: 1
-defaults:
-  train: {epochs: 2, batch_size: 64, lr: 0.05, schedule: cosine, crop_padding: 0, hflip: false}
-  evaluation: {ood_samples: 200, batch_size: 512, id_val_samples: 50}
-experiments:
-  e:
-    matrix:
-      id_dataset: [ID]
-      arch: [digits_mlp]
-      arch_params: [{width: 32}]
-      loss: [ce]
-      detector: DETECTORS
-      ood_dataset: OODS
-      seed: [0]
-"""
-
-
 class NanDetector(Detector):
     def score_outputs(self, outputs, model):
         return torch.full((outputs.logits.shape[0],), float("nan"))
@@ -70,18 +51,24 @@ def faulty(plugin_env):
     yield
 
 
-def write(tmp_path: Path, id_dataset="digits", detectors="[msp]", oods="[uniform_noise]") -> Path:
-    p = tmp_path / "suite.yaml"
-    p.write_text(SUITE.replace("ID", id_dataset).replace("DETECTORS", detectors).replace("OODS", oods))
-    return p
+@pytest.fixture
+def write(tiny_suite):
+    """One loss (ce), seed 0, on the digits unless told otherwise."""
+
+    def write_(tmp_path: Path, id_dataset="digits", detectors=("msp",), oods=("uniform_noise",), **options) -> Path:
+        return tiny_suite(tmp_path / "suite.yaml", name="rel", crop_padding=0, ood_samples=200, id_val_samples=50,
+                          id_dataset=[id_dataset], loss=["ce"], detector=list(detectors), ood_dataset=list(oods),
+                          **options)
+
+    return write_
 
 
 def records(results: Path) -> dict[tuple, dict]:
     return {(r["detector"], r["ood_dataset"]): r for r in ResultsDir(results).records()}
 
 
-def test_bad_detectors_and_empty_dataset_are_recorded_failures(tmp_path, faulty, capsys):
-    suite = write(tmp_path, detectors="[msp, nan_scores, wrong_shape]", oods="[uniform_noise, empty_ood]")
+def test_bad_detectors_and_empty_dataset_are_recorded_failures(write, tmp_path, faulty, capsys):
+    suite = write(tmp_path, detectors=["msp", "nan_scores", "wrong_shape"], oods=["uniform_noise", "empty_ood"])
     results = tmp_path / "r"
     assert main(["run", str(suite), "--results", str(results)]) == 1
     recs = records(results)
@@ -94,13 +81,16 @@ def test_bad_detectors_and_empty_dataset_are_recorded_failures(tmp_path, faulty,
     assert nan_row["fpr95"] == "" and nan_row["n_failed"] == "1"  # missing, never a number
 
 
-def test_missing_data_is_bad_input_before_anything_runs(tmp_path, plugin_env, capsys):
-    suite = write(tmp_path, id_dataset="cifar10", oods="[svhn]").read_text()
-    suite = suite.replace("digits_mlp", "wrn40_2").replace("arch_params: [{width: 32}]", "arch_params: [{}]")
-    (tmp_path / "s.yaml").write_text(suite)
-    data = tmp_path / "nodata"
-    results = tmp_path / "r"
-    code = main(["run", str(tmp_path / "s.yaml"), "--results", str(results), "--data", str(data), "--no-download"])
+def run_without_cifar(tmp_path: Path, write) -> tuple[int, Path, Path]:
+    """``ood-bench run`` of a CIFAR-10 suite on an empty data root, downloads off."""
+    suite = write(tmp_path, id_dataset="cifar10", oods=["svhn"], arch=["wrn40_2"], arch_params=[{}])
+    data, results = tmp_path / "nodata", tmp_path / "r"
+    code = main(["run", str(suite), "--results", str(results), "--data", str(data), "--no-download"])
+    return code, data, results
+
+
+def test_missing_data_is_bad_input_before_anything_runs(write, tmp_path, plugin_env, capsys):
+    code, data, results = run_without_cifar(tmp_path, write)
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("ood-bench: error: cifar10") and str(data) in err[-1] and "Traceback" not in err
@@ -108,23 +98,18 @@ def test_missing_data_is_bad_input_before_anything_runs(tmp_path, plugin_env, ca
     assert not list(ResultsDir(results).records())  # nothing ran
 
 
-def test_missing_data_at_run_time_is_a_recorded_failure(tmp_path, plugin_env, monkeypatch):
+def test_missing_data_at_run_time_is_a_recorded_failure(write, tmp_path, plugin_env, monkeypatch):
     # Data that vanishes after the check (or a worker on another machine without it): a recorded failure.
     import logitnorm_bench.runner as runner
 
     monkeypatch.setattr(runner, "prepare_data", lambda *a, **k: None)
-    suite = write(tmp_path, id_dataset="cifar10", oods="[svhn]").read_text()
-    suite = suite.replace("digits_mlp", "wrn40_2").replace("arch_params: [{width: 32}]", "arch_params: [{}]")
-    (tmp_path / "s.yaml").write_text(suite)
-    data = tmp_path / "nodata"
-    results = tmp_path / "r"
-    code = main(["run", str(tmp_path / "s.yaml"), "--results", str(results), "--data", str(data), "--no-download"])
+    code, data, results = run_without_cifar(tmp_path, write)
     assert code == 1
     (rec,) = ResultsDir(results).records()
     assert rec["status"] == "failed" and "cifar10" in rec["error"] and str(data) in rec["error"]
 
 
-def test_at_chance_training_is_failed_not_a_number(tmp_path, plugin_env):
+def test_at_chance_training_is_failed_not_a_number(write, tmp_path, plugin_env):
     suite = write(tmp_path)
     results = tmp_path / "r"
     assert main(["run", str(suite), "--results", str(results), "--set", "train.lr=1e-9",
@@ -143,7 +128,7 @@ MARKER = Path("/tmp/ood-bench-evil-marker")
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")  # torch, on the planted pickle
-def test_corrupt_or_malicious_weights_are_set_aside_and_never_unpickled(tmp_path, plugin_env):
+def test_corrupt_or_malicious_weights_are_set_aside_and_never_unpickled(write, tmp_path, plugin_env):
     suite = write(tmp_path)
     results = tmp_path / "r"
     assert main(["run", str(suite), "--results", str(results)]) == 0

@@ -19,36 +19,22 @@ from logitnorm_bench.cli import main
 from logitnorm_bench.leaderboard import COLUMNS
 from logitnorm_bench.records import ResultsDir, atomic_write_json
 
-TINY = """
-suite: tiny
-version: 1
-defaults:
-  train: {epochs: EPOCHS, batch_size: 64, lr: 0.05, schedule: cosine, crop_padding: 1, hflip: false}
-  evaluation: {ood_samples: 300, batch_size: 512, id_val_samples: 100}
-experiments:
-  e:
-    matrix:
-      id_dataset: [digits]
-      arch: [digits_mlp]
-      arch_params: [{width: 32}]
-      loss: [ce, logitnorm]
-      detector: [msp, energy]
-      ood_dataset: [photo_patches, uniform_noise]
-      seed: [0]
-"""
+@pytest.fixture
+def write_suite(tiny_suite):
+    """The runner tests' suite: 2 losses x 2 detectors x 2 OOD sets, seed 0."""
 
+    def write(folder: Path, epochs: int = 3, name: str = "tiny.yaml", **options) -> Path:
+        options.setdefault("ood_dataset", ["photo_patches", "uniform_noise"])
+        return tiny_suite(folder / name, epochs=epochs, **options)
 
-def write_suite(tmp_path: Path, epochs: int = 3, text: str = TINY) -> Path:
-    path = tmp_path / "tiny.yaml"
-    path.write_text(text.replace("EPOCHS", str(epochs)))
-    return path
+    return write
 
 
 def run_cli(*args: str) -> int:
     return main([*args])
 
 
-def test_run_writes_records_and_leaderboard_then_rerun_trains_nothing(tmp_path, capsys):
+def test_run_writes_records_and_leaderboard_then_rerun_trains_nothing(write_suite, tmp_path, capsys):
     suite = write_suite(tmp_path)
     results = tmp_path / "results"
     assert run_cli("run", str(suite), "--results", str(results), "--device", "cpu") == 0
@@ -77,7 +63,7 @@ def test_run_writes_records_and_leaderboard_then_rerun_trains_nothing(tmp_path, 
     assert time.perf_counter() - t0 < 10
 
 
-def test_only_missing_redoes_a_deleted_record_and_never_mode(tmp_path, capsys):
+def test_only_missing_redoes_a_deleted_record_and_never_mode(write_suite, tmp_path, capsys):
     suite = write_suite(tmp_path, epochs=1)
     results = tmp_path / "r"
     assert run_cli("run", str(suite), "--results", str(results)) == 0
@@ -90,12 +76,11 @@ def test_only_missing_redoes_a_deleted_record_and_never_mode(tmp_path, capsys):
     assert json.loads(paths[1].read_text())["status"] == "ok"
 
 
-def test_failed_training_is_recorded_and_grid_goes_on(tmp_path, capsys):
+def test_failed_training_is_recorded_and_grid_goes_on(write_suite, tmp_path, capsys):
     # lr so large that the loss overflows: a recorded failure, exit code 1, other runs fine.
-    text = TINY.replace("loss: [ce, logitnorm]", "loss: [ce]").replace(
-        "seed: [0]", "seed: [0]\n    include:\n      - {id_dataset: digits, arch: digits_mlp, loss: ce, "
-        "detector: msp, ood_dataset: uniform_noise, seed: 1}")
-    suite = write_suite(tmp_path, epochs=2, text=text)
+    suite = write_suite(tmp_path, epochs=2, loss=["ce"], include=[
+        {"id_dataset": "digits", "arch": "digits_mlp", "loss": "ce", "detector": "msp",
+         "ood_dataset": "uniform_noise", "seed": 1}])
     results = tmp_path / "r"
     code = run_cli("run", str(suite), "--results", str(results), "--set", "train.lr=1e30")
     assert code == 1
@@ -163,7 +148,7 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigkill_anywhere_then_resume_gives_identical_leaderboard(tmp_path):
+def test_sigkill_anywhere_then_resume_gives_identical_leaderboard(write_suite, tmp_path):
     """Kill ``ood-bench run`` with SIGKILL at random moments, rerun, compare with an uninterrupted run."""
     suite = write_suite(tmp_path, epochs=8)
     clean, killed = tmp_path / "clean", tmp_path / "killed"
@@ -205,7 +190,7 @@ def test_sigkill_anywhere_then_resume_gives_identical_leaderboard(tmp_path):
     print(f"killed during: {kills}; leftover temp files: {len(leftovers)}; leaderboards identical")
 
 
-def test_second_run_on_same_results_refuses(tmp_path, capsys):
+def test_second_run_on_same_results_refuses(write_suite, tmp_path, capsys):
     from logitnorm_bench.runner import ResultsLock
 
     suite = write_suite(tmp_path, epochs=1)
@@ -216,29 +201,11 @@ def test_second_run_on_same_results_refuses(tmp_path, capsys):
     assert "in use by another ood-bench run" in err and err.count("\n") == 1
 
 
-SELECT = """
-suite: sel
-version: 1
-defaults:
-  train: {epochs: 2, batch_size: 64, lr: 0.05, schedule: cosine, crop_padding: 0, hflip: false}
-  evaluation: {ood_samples: 200, batch_size: 512, id_val_samples: 100}
-experiments:
-  tau:
-    matrix:
-      id_dataset: [digits]
-      arch: [digits_mlp]
-      arch_params: [{width: 32}]
-      loss: [logitnorm]
-      detector: [msp]
-      ood_dataset: [photo_patches]
-      seed: [0, 1]
-    select: {param: loss_params.tau, values: [0.02, 0.5], ood_dataset: gaussian_noise, metric: auroc}
-"""
-
-
-def test_selection_chooses_on_validation_data_and_records_the_evidence(tmp_path, capsys):
-    suite = tmp_path / "sel.yaml"
-    suite.write_text(SELECT)
+def test_selection_chooses_on_validation_data_and_records_the_evidence(tmp_path, capsys, tiny_suite):
+    suite = tiny_suite(tmp_path / "sel.yaml", name="sel", crop_padding=0, ood_samples=200, loss=["logitnorm"],
+                       detector=["msp"], ood_dataset=["photo_patches"], seed=[0, 1],
+                       select={"param": "loss_params.tau", "values": [0.02, 0.5], "ood_dataset": "gaussian_noise",
+                               "metric": "auroc"})
     results = tmp_path / "r"
     assert run_cli("run", str(suite), "--results", str(results)) == 0
     recs = list(ResultsDir(results).records())
@@ -260,7 +227,7 @@ def test_selection_chooses_on_validation_data_and_records_the_evidence(tmp_path,
     assert {r["ood_dataset"] for r in rows} == {"photo_patches"}  # validation cells are not results
 
 
-def test_given_weights_are_scored_without_training(tmp_path, capsys):
+def test_given_weights_are_scored_without_training(write_suite, tmp_path, capsys):
     suite = write_suite(tmp_path, epochs=2)
     results = tmp_path / "r"
     assert run_cli("run", str(suite), "--results", str(results), "--set", "experiments.e.matrix.loss=[ce]") == 0
@@ -269,9 +236,7 @@ def test_given_weights_are_scored_without_training(tmp_path, capsys):
     # A plain checkpoint of the architecture, as a user would have it (no normalisation wrapper).
     ckpt = tmp_path / "given.pt"
     torch.save({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}, ckpt)
-    text = suite.read_text().replace("seed: [0]", f"seed: [0]\n      weights: ['{ckpt}']")
-    given = tmp_path / "given.yaml"
-    given.write_text(text)
+    given = write_suite(tmp_path, epochs=2, name="given.yaml", weights=[str(ckpt)])
     out = tmp_path / "g"
     assert run_cli("run", str(given), "--results", str(out), "--set", "experiments.e.matrix.loss=[ce]") == 0
     assert "trained 0 run(s)" in capsys.readouterr().out
