@@ -9,6 +9,7 @@ from pathlib import Path
 
 from logitnorm_bench import __version__
 from logitnorm_bench.errors import ConfigError, OodBenchError
+from logitnorm_bench.plugins import KINDS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The bundled suites live in the repository's suites/ (an editable install, as the README's commands do).
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("list", help="list registered components and the distributions providing them")
-    p.add_argument("kind", nargs="?", choices=["datasets", "architectures", "losses", "detectors", "executors"])
+    p.add_argument("kind", nargs="?", choices=list(KINDS))
 
     p = sub.add_parser("plan", help="expand a suite: unique training runs and evaluation cells")
     _add_suite_args(p)

@@ -125,7 +125,7 @@ class Evaluator:
                 for c in ood_cells:
                     yield c, {"error": f"OOD set {ood_name}: {type(exc).__name__}: {exc}"}
                 continue
-            norm_ood = metrics.mean_logit_norm(ood_out.logits)
+            per_set = {m.name: float(m.compute(ood_out.logits)) for m in metrics.metrics_of("ood_set")}
             pass_seconds = time.perf_counter() - t1
             for c in ood_cells:
                 key = _det_key(c)
@@ -141,7 +141,7 @@ class Evaluator:
                     continue
                 yield c, {
                     "metrics": m,
-                    "run_metrics": dict(self.run_metrics, logit_norm_ood=norm_ood),
+                    "run_metrics": dict(self.run_metrics, **per_set),
                     "detector_fit": fit_info.get(key, {}),
                     "score_hist": histogram(id_scores[key], ood_scores, self.protocol["score_hist_bins"]),
                     "n_id": int(id_x.shape[0]), "n_ood": int(ood_x.shape[0]),
@@ -150,15 +150,15 @@ class Evaluator:
                 }
 
     def _id_metrics(self, out: ModelOutputs, labels: torch.Tensor) -> dict:
-        probs = torch.softmax(out.logits.double(), dim=1)
-        ece_ts, temps = metrics.ece_temperature_scaled(out.logits, labels, self.protocol["sample_seed"],
-                                                       self.protocol["calibration_bins"])
-        k = out.logits.shape[1]
-        acc = metrics.accuracy(out.logits, labels)
-        return {"id_acc": acc, "ece": metrics.ece(probs, labels, self.protocol["calibration_bins"]),
-                "ece_ts": ece_ts, "ts_temperatures": temps,
-                "logit_norm_id": metrics.mean_logit_norm(out.logits),
-                "chance_acc": 1.0 / k}
+        result = {}
+        for m in metrics.metrics_of("run"):
+            value = m.compute(out.logits, labels, self.protocol)
+            if isinstance(value, tuple):  # (value, extra facts for the record), e.g. ECE's fitted temperatures
+                value, extra = value
+                result.update(extra)
+            result[m.name] = float(value)
+        result["chance_acc"] = 1.0 / out.logits.shape[1]
+        return result
 
     def _ood_images(self, name: str) -> torch.Tensor:
         source = self.source_for(name)

@@ -1,4 +1,7 @@
-"""Hook specifications: the four kinds of component (and executors) a plugin can register.
+"""Hook specifications: what a plugin can register.
+
+Components (datasets, architectures, losses, detectors), and the harness's own extension points:
+executors, bundled suites and report sections.
 
 Every hook is a register-callback (the style of llm and datasette): the harness calls
 ``register_<kind>(register)`` and the plugin calls ``register(name, factory, **info)`` once
@@ -68,4 +71,23 @@ def register_executors(register: Register) -> None:
     is the keyword arguments of :func:`logitnorm_bench.runner.execute_run`, which trains one run and writes
     its records to the shared results folder;
     see :mod:`logitnorm_bench.executors`.
+    """
+
+
+@hookspec
+def register_suites(register: Register) -> None:
+    """Register suite files under a name, so ``ood-bench run NAME`` finds them without a path.
+
+    ``factory()`` returns the :class:`pathlib.Path` of the suite's YAML file (usually a file
+    shipped inside the plugin's package).
+    """
+
+
+@hookspec
+def register_reports(register: Register) -> None:
+    """Register report sections: tables and figures built from a results folder.
+
+    ``factory()`` returns a :class:`logitnorm_bench.reporting.ReportSection`; it contributes
+    tables (rendered by ``ood-bench tables`` and ``ood-bench report``) and figures (``report``),
+    and contributes nothing when the results it needs are absent.
     """

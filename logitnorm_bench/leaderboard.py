@@ -4,6 +4,10 @@ from the records; metrics in percent like the paper; mean and std in separate nu
 
 The ``average`` row averages, per seed, the metrics over the group's OOD sets (the paper's
 "Average" column), then takes mean and std over the seeds that have every OOD set.
+
+Columns come from the metric catalogue (:data:`logitnorm_bench.metrics.METRICS`).  :func:`build_rows`
+keeps parameters as mappings (tables and report read them as data); only :func:`to_csv` writes them
+as canonical JSON text.
 """
 
 from __future__ import annotations
@@ -15,33 +19,33 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from logitnorm_bench.metrics import METRICS
 from logitnorm_bench.records import ResultsDir, atomic_write_bytes
 
-OOD_METRICS = ("fpr95", "auroc", "aupr_in", "aupr_out")
-RUN_METRICS = ("id_acc", "ece", "ece_ts", "logit_norm_id", "logit_norm_ood")
-PERCENT = set(OOD_METRICS) | {"id_acc", "ece", "ece_ts"}
 KEY_COLUMNS = ("id_dataset", "arch", "loss", "loss_params", "detector", "detector_params", "ood_dataset")
-COLUMNS = (KEY_COLUMNS + ("n_seeds",)
-           + tuple(c for m in OOD_METRICS + RUN_METRICS for c in (m, f"{m}_std"))
-           + ("arch_params", "seeds", "n_failed", "smoke", "run_ids"))
+PARAM_COLUMNS = ("arch_params", "loss_params", "detector_params")
 
 
-def _params(p: dict) -> str:
+def columns() -> tuple[str, ...]:
+    """The CSV's columns: keys, then mean and std of every catalogue metric, then bookkeeping."""
+    return (KEY_COLUMNS + ("n_seeds",) + tuple(c for m in METRICS for c in (m, f"{m}_std"))
+            + ("arch_params", "seeds", "n_failed", "smoke", "run_ids"))
+
+
+def params_text(p: dict | None) -> str:
+    """Canonical JSON of a parameter mapping: the CSV's cell, and a hashable key."""
     return json.dumps(p or {}, sort_keys=True, separators=(",", ":"))
 
 
 def _group_key(rec: dict) -> tuple:
-    return (rec["id_dataset"], rec["arch"], _params(rec.get("arch_params")), rec["loss"],
-            _params(rec.get("loss_params")), rec["detector"], _params(rec.get("detector_params")),
+    return (rec["id_dataset"], rec["arch"], params_text(rec.get("arch_params")), rec["loss"],
+            params_text(rec.get("loss_params")), rec["detector"], params_text(rec.get("detector_params")),
             bool(rec.get("smoke")))
 
 
-def _value(rec: dict, metric: str) -> float | None:
-    src = rec.get("metrics", {}) if metric in OOD_METRICS else rec.get("run_metrics", {})
-    v = src.get(metric)
-    if v is None:
-        return None
-    return 100.0 * v if metric in PERCENT else float(v)
+def _value(rec: dict, name: str) -> float | None:
+    m = METRICS[name]
+    return m.display((rec.get(m.record_key) or {}).get(name))
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -64,15 +68,16 @@ def build_rows(records: list[dict]) -> list[dict]:
     rows = []
     for key in sorted(set(groups) | set(failed)):
         id_ds, arch, arch_p, loss, loss_p, det, det_p, smoke = key
-        base = {"id_dataset": id_ds, "arch": arch, "arch_params": arch_p, "loss": loss, "loss_params": loss_p,
-                "detector": det, "detector_params": det_p, "smoke": smoke}
+        base = {"id_dataset": id_ds, "arch": arch, "arch_params": json.loads(arch_p), "loss": loss,
+                "loss_params": json.loads(loss_p), "detector": det, "detector_params": json.loads(det_p),
+                "smoke": smoke}
         per_ood = groups.get(key, {})
         for ood in sorted(set(per_ood) | set(failed.get(key, {}))):
             by_seed = per_ood.get(ood, {})
             row = dict(base, ood_dataset=ood, n_seeds=len(by_seed), seeds=" ".join(map(str, sorted(by_seed))),
                        n_failed=failed.get(key, {}).get(ood, 0),
                        run_ids=" ".join(sorted({r["run_id"] for r in by_seed.values()})))
-            for m in OOD_METRICS + RUN_METRICS:
+            for m in METRICS:
                 vals = [v for r in by_seed.values() if (v := _value(r, m)) is not None]
                 row[m], row[f"{m}_std"] = _mean_std(vals)
             rows.append(row)
@@ -82,7 +87,7 @@ def build_rows(records: list[dict]) -> list[dict]:
             row = dict(base, ood_dataset="average", n_seeds=len(seeds), seeds=" ".join(map(str, seeds)),
                        n_failed=sum(failed.get(key, {}).values()),
                        run_ids=" ".join(sorted({per_ood[o][s]["run_id"] for o in oods for s in seeds})))
-            for m in OOD_METRICS + RUN_METRICS:
+            for m in METRICS:
                 per_seed = []
                 for s in seeds:
                     vals = [_value(per_ood[o][s], m) for o in oods]
@@ -95,10 +100,11 @@ def build_rows(records: list[dict]) -> list[dict]:
 
 def to_csv(rows: list[dict]) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
+    cols = columns()
+    writer = csv.DictWriter(buf, fieldnames=list(cols), lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({c: _fmt(row.get(c)) for c in COLUMNS})
+        writer.writerow({c: params_text(row.get(c)) if c in PARAM_COLUMNS else _fmt(row.get(c)) for c in cols})
     return buf.getvalue()
 
 

@@ -6,17 +6,21 @@
 * ``auroc``: ``roc_auc_score``; ``aupr_in``: ``average_precision_score`` with ID positive;
   ``aupr_out``: the same with OOD positive and the scores negated.
 * ``ece``: expected calibration error, equal-width bins on the max softmax probability.
+
+The catalogue (:data:`METRICS`) declares each metric once: its name, label, direction, whether it
+is shown in percent, its scope, and the function that computes it.  The evaluation, the leaderboard,
+``select:``, the tables and the report all read it; a new metric column is one :func:`metric` call.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
-
-FPR95_CONVENTION = "FPR on OOD at the first threshold keeping >= 95% of ID (ID positive)"
 
 
 def _as_numpy(x) -> np.ndarray:
@@ -25,23 +29,44 @@ def _as_numpy(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64).reshape(-1)
 
 
-def ood_metrics(id_scores, ood_scores, tpr_level: float = 0.95) -> dict[str, float]:
-    """FPR95, AUROC, AUPR-In and AUPR-Out of scores where higher means more in-distribution."""
+def _check_scores(id_scores, ood_scores) -> tuple[np.ndarray, np.ndarray]:
     s_id, s_ood = _as_numpy(id_scores), _as_numpy(ood_scores)
     if s_id.size == 0 or s_ood.size == 0:
         raise ValueError(f"ood_metrics needs ID and OOD scores (got {s_id.size} ID, {s_ood.size} OOD)")
     if not (np.isfinite(s_id).all() and np.isfinite(s_ood).all()):
         raise ValueError("ood_metrics got non-finite scores (NaN or inf)")
-    labels = np.concatenate([np.ones_like(s_id), np.zeros_like(s_ood)])
-    scores = np.concatenate([s_id, s_ood])
+    return s_id, s_ood
+
+
+def _labelled(s_id: np.ndarray, s_ood: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.concatenate([np.ones_like(s_id), np.zeros_like(s_ood)]), np.concatenate([s_id, s_ood])
+
+
+def fpr_at_tpr(s_id, s_ood, tpr_level: float = 0.95) -> float:
+    """FPR on OOD at the first threshold that keeps at least ``tpr_level`` of ID (ID positive)."""
+    labels, scores = _labelled(s_id, s_ood)
     fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
-    fpr_at = float(fpr[np.searchsorted(tpr, tpr_level, side="left")])
-    return {
-        "fpr95": fpr_at,
-        "auroc": float(roc_auc_score(labels, scores)),
-        "aupr_in": float(average_precision_score(labels, scores)),
-        "aupr_out": float(average_precision_score(1 - labels, -scores)),
-    }
+    return float(fpr[np.searchsorted(tpr, tpr_level, side="left")])
+
+
+def auroc(s_id, s_ood) -> float:
+    return float(roc_auc_score(*_labelled(s_id, s_ood)))
+
+
+def aupr_in(s_id, s_ood) -> float:
+    return float(average_precision_score(*_labelled(s_id, s_ood)))
+
+
+def aupr_out(s_id, s_ood) -> float:
+    labels, scores = _labelled(s_id, s_ood)
+    return float(average_precision_score(1 - labels, -scores))
+
+
+def ood_metrics(id_scores, ood_scores) -> dict[str, float]:
+    """Every per-cell metric of the catalogue (FPR95, AUROC, AUPR-In, AUPR-Out, ...) of scores where
+    higher means more in-distribution."""
+    s_id, s_ood = _check_scores(id_scores, ood_scores)
+    return {m.name: float(m.compute(s_id, s_ood)) for m in METRICS.values() if m.scope == "cell"}
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -105,3 +130,97 @@ def ece_temperature_scaled(logits: torch.Tensor, labels: torch.Tensor, seed: int
 def mean_logit_norm(logits: torch.Tensor) -> float:
     """Mean L2 norm of the logit vectors (the paper's Table 5)."""
     return float(logits.double().norm(dim=1).mean())
+
+
+# ------------------------------------------------------------------------------------------
+# The catalogue
+# ------------------------------------------------------------------------------------------
+
+SCOPES = ("cell", "ood_set", "run")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """What every consumer needs to know about a metric, declared once.
+
+    ``scope``: ``cell`` metrics are computed per detector x OOD set from the two score arrays
+    (``compute(id_scores, ood_scores)``, numpy float64) and stored in a record's ``metrics``;
+    ``run`` metrics describe the trained model on ID data (``compute(logits, labels, protocol)``)
+    and ``ood_set`` metrics the model on one OOD set (``compute(ood_logits)``); both are stored in
+    a record's ``run_metrics``.  ``percent``: shown x100 in the leaderboard and tables (the API
+    returns fractions).
+    """
+
+    name: str
+    label: str
+    higher_is_better: bool
+    percent: bool
+    scope: str
+    compute: Callable
+    description: str = ""
+
+    @property
+    def arrow(self) -> str:
+        return "↑" if self.higher_is_better else "↓"
+
+    @property
+    def record_key(self) -> str:
+        """Where a record keeps it: ``metrics`` (cell) or ``run_metrics`` (run, ood_set)."""
+        return "metrics" if self.scope == "cell" else "run_metrics"
+
+    def display(self, value: float | None) -> float | None:
+        """The leaderboard's number: percent when the metric is a percentage."""
+        if value is None:
+            return None
+        return 100.0 * value if self.percent else float(value)
+
+    def better(self, a: float, b: float) -> bool:
+        """Is ``a`` strictly better than ``b``?"""
+        return a > b if self.higher_is_better else a < b
+
+
+METRICS: dict[str, Metric] = {}
+
+
+def metric(name: str, label: str, *, higher_is_better: bool, percent: bool, scope: str, compute: Callable,
+           description: str = "") -> Metric:
+    """Declare a metric.  Its order of declaration is its column order in the leaderboard."""
+    if scope not in SCOPES:
+        raise ValueError(f"metric {name}: scope {scope!r} is not one of {', '.join(SCOPES)}")
+    if name in METRICS:
+        raise ValueError(f"metric {name} is declared twice")
+    m = METRICS[name] = Metric(name, label, higher_is_better, percent, scope, compute, description)
+    return m
+
+
+def metrics_of(*scopes: str) -> tuple[Metric, ...]:
+    return tuple(m for m in METRICS.values() if m.scope in scopes)
+
+
+def _ece_ts(logits, labels, protocol) -> tuple[float, dict]:
+    value, temps = ece_temperature_scaled(logits, labels, protocol["sample_seed"], protocol["calibration_bins"])
+    return value, {"ts_temperatures": temps}
+
+
+metric("fpr95", "FPR95", higher_is_better=False, percent=True, scope="cell", compute=fpr_at_tpr,
+       description="FPR on OOD at the first threshold keeping >= 95% of ID (ID positive, the paper's)")
+metric("auroc", "AUROC", higher_is_better=True, percent=True, scope="cell", compute=auroc,
+       description="area under the ROC curve (roc_auc_score)")
+metric("aupr_in", "AUPR", higher_is_better=True, percent=True, scope="cell", compute=aupr_in,
+       description="average precision with ID positive")
+metric("aupr_out", "AUPR-Out", higher_is_better=True, percent=True, scope="cell", compute=aupr_out,
+       description="average precision with OOD positive and the scores negated")
+metric("id_acc", "ID Acc", higher_is_better=True, percent=True, scope="run",
+       compute=lambda logits, labels, protocol: accuracy(logits, labels),
+       description="top-1 accuracy on the ID test set")
+metric("ece", "ECE w/o TS", higher_is_better=False, percent=True, scope="run",
+       compute=lambda logits, labels, protocol: ece(torch.softmax(logits.double(), dim=1), labels,
+                                                    protocol["calibration_bins"]),
+       description="expected calibration error, equal-width bins on the max softmax probability")
+metric("ece_ts", "ECE w/ TS", higher_is_better=False, percent=True, scope="run", compute=_ece_ts,
+       description="ECE after temperature scaling fitted on the other half of the ID test set")
+metric("logit_norm_id", "L2 norm ID", higher_is_better=False, percent=False, scope="run",
+       compute=lambda logits, labels, protocol: mean_logit_norm(logits),
+       description="mean L2 norm of the logits on the ID test set")
+metric("logit_norm_ood", "L2 norm OOD", higher_is_better=False, percent=False, scope="ood_set",
+       compute=mean_logit_norm, description="mean L2 norm of the logits on the OOD set")

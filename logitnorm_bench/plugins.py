@@ -25,9 +25,9 @@ from logitnorm_bench import hookspecs
 from logitnorm_bench.errors import DuplicateNameError, PluginError, UnknownNameError
 
 GROUP = "ood_bench"
-KINDS = ("datasets", "architectures", "losses", "detectors", "executors")
+KINDS = ("datasets", "architectures", "losses", "detectors", "executors", "suites", "reports")
 SINGULAR = {"datasets": "dataset", "architectures": "architecture", "losses": "loss", "detectors": "detector",
-            "executors": "executor"}
+            "executors": "executor", "suites": "suite", "reports": "report section"}
 STRICT_ENV = "OOD_BENCH_STRICT_PLUGINS"
 SELECT_ENV = "OOD_BENCH_PLUGINS"
 
@@ -87,7 +87,7 @@ class Registry:
 
 
 class Plugins:
-    """The plugin manager and the five registries filled from it."""
+    """The plugin manager and the registries (one per kind) filled from it."""
 
     def __init__(self, *, strict: bool | None = None, load_entry_points: bool = True):
         self.strict = _env_flag(STRICT_ENV) if strict is None else strict
@@ -208,6 +208,14 @@ class Plugins:
     @property
     def executors(self) -> Registry:
         return self.registry("executors")
+
+    @property
+    def suites(self) -> Registry:
+        return self.registry("suites")
+
+    @property
+    def reports(self) -> Registry:
+        return self.registry("reports")
 
     def versions(self) -> dict[str, str]:
         """Plugin name -> providing distribution and version (for provenance)."""

@@ -278,17 +278,17 @@ def figure5(ours, out: Path) -> list[Figure]:
         if r["detector"] == "msp" and r["n_seeds"] > 0 and r["fpr95"] is not None:
             by_model[(r["id_dataset"], r["arch"])].append(r)
     for (id_ds, arch), rs in sorted(by_model.items()):
-        ln = [r for r in rs if r["loss"] == "logitnorm" and "tau" in json.loads(r["loss_params"])]
+        ln = [r for r in rs if r["loss"] == "logitnorm" and "tau" in r["loss_params"]]
         if not ln:
             continue
         # One MSP variant (the paper's T=1 preferred), real over smoke.
-        ln, _ = _pick_variant(ln, lambda r: json.loads(r["detector_params"]),
+        ln, _ = _pick_variant(ln, lambda r: r["detector_params"],
                               paper_params(id_ds, "logitnorm", "msp")[1])
         if any(not r["smoke"] for r in ln):
             ln = [r for r in ln if not r["smoke"]]
         per_tau: dict[float, list[dict]] = defaultdict(list)
         for r in ln:
-            per_tau[float(json.loads(r["loss_params"])["tau"])].append(r)
+            per_tau[float(r["loss_params"]["tau"])].append(r)
         if len(per_tau) < 2:
             continue
         xs, ys, es, used = [], [], [], set()
@@ -311,7 +311,7 @@ def figure5(ours, out: Path) -> list[Figure]:
         ax.errorbar(xs, ys, yerr=es, marker="o", color=LN_COLOR, capsize=3, label="LogitNorm + MSP")
         ce = [r for r in rs if r["loss"] == "ce" and len(used) == 1 and r["ood_dataset"] in used]
         if ce:
-            best = max(ce, key=lambda r: (not r["smoke"], _matches(json.loads(r["detector_params"]),
+            best = max(ce, key=lambda r: (not r["smoke"], _matches(r["detector_params"],
                                                                    {"temperature": 1.0}), r["n_seeds"]))
             ax.axhline(best["fpr95"], color=CE_COLOR, linestyle=":", label="CE + MSP")
         default = paper_params(id_ds, "logitnorm", None)[0].get("tau")

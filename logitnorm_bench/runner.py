@@ -460,7 +460,7 @@ def resolve_selections(plan: Plan, results: ResultsDir, log: Callable[[str], Non
     The value with the best mean metric over the seeds whose validation succeeded wins (ties: the
     first listed).  Every test cell carries what was chosen and the evidence.
     """
-    from logitnorm_bench.suite import SELECT_METRICS
+    from logitnorm_bench.metrics import METRICS
 
     out = []
     for g in plan.selections:
@@ -473,7 +473,7 @@ def resolve_selections(plan: Plan, results: ResultsDir, log: Callable[[str], Non
         if not evidence:
             log(f"selection of {g.param} ({', '.join(g.experiments)}): no validation result; skipped")
             continue
-        sign = 1 if SELECT_METRICS[g.metric] == "min" else -1
+        sign = -1 if METRICS[g.metric].higher_is_better else 1
         best = min(evidence, key=lambda v: (sign * evidence[v]["mean"], list(g.validation).index(v)))
         info = {"param": g.param, "chosen": json.loads(best), "metric": g.metric,
                 "validation_ood": g.ood_dataset, "candidates": {k: v for k, v in evidence.items()},

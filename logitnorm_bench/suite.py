@@ -105,8 +105,6 @@ class Combo:
     weights: str | None = None
 
 
-SELECT_METRICS = {"fpr95": "min", "auroc": "max", "aupr_in": "max", "aupr_out": "max"}
-
 
 @dataclass
 class Selection:
@@ -303,9 +301,12 @@ def _selection(doc: Any, fname: str, key: str) -> Selection | None:
     if not isinstance(values, list) or not values:
         raise ConfigError(f"got {_show(values)}; expected a non-empty list of candidate values",
                           file=fname, key=f"{key}.values")
+    from logitnorm_bench.metrics import metrics_of
+
+    selectable = [m.name for m in metrics_of("cell")]
     metric = doc.get("metric", "fpr95")
-    if metric not in SELECT_METRICS:
-        raise ConfigError(f"got {_show(metric)}; expected one of {', '.join(SELECT_METRICS)}",
+    if metric not in selectable:
+        raise ConfigError(f"got {_show(metric)}; expected one of {', '.join(selectable)}",
                           file=fname, key=f"{key}.metric")
     ood = doc.get("ood_dataset", "gaussian_noise")
     if not isinstance(ood, str):

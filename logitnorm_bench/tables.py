@@ -49,7 +49,10 @@ from pathlib import Path
 
 import yaml
 
-from logitnorm_bench.leaderboard import OOD_METRICS, build_rows
+from logitnorm_bench.leaderboard import build_rows, params_text
+from logitnorm_bench.metrics import metrics_of
+
+OOD_METRICS = tuple(m.name for m in metrics_of("cell"))
 from logitnorm_bench.records import ResultsDir
 
 PAPER_YAML = Path(__file__).resolve().parent / "data" / "paper_tables.yaml"
@@ -170,8 +173,8 @@ class Ours:
 
     @staticmethod
     def _variant(row) -> tuple:
-        return (row["id_dataset"], row["arch"], row["arch_params"], row["loss"], row["loss_params"],
-                row["detector"], row["detector_params"], row["smoke"])
+        return (row["id_dataset"], row["arch"], params_text(row["arch_params"]), row["loss"],
+                params_text(row["loss_params"]), row["detector"], params_text(row["detector_params"]), row["smoke"])
 
     def lookup(self, id_dataset, arch, loss, detector, ood_dataset, metric) -> Value:
         if metric in ID_ONLY_METRICS or metric == "logit_norm_ood":
@@ -193,8 +196,8 @@ class Ours:
         spec_l, spec_d = paper_params(id_dataset, loss, detector)
         best = max(enumerate(cands), key=lambda ir: (
             not ir[1]["smoke"],
-            _matches(json.loads(ir[1]["loss_params"]), spec_l)
-            and _matches(json.loads(ir[1]["detector_params"]), spec_d),
+            _matches(ir[1]["loss_params"], spec_l)
+            and _matches(ir[1]["detector_params"], spec_d),
             ir[1]["n_seeds"], -ir[0]))[1]
         return Value(best[metric], best[f"{metric}_std"], best["n_seeds"], bool(best["smoke"]),
                      _variant_label(best, cands, spec_l, spec_d))
@@ -210,7 +213,7 @@ class Ours:
             return Value()
         spec_l, _ = paper_params(id_dataset, loss, None)
         best = max(enumerate(rows), key=lambda ir: (
-            not ir[1]["smoke"], _matches(json.loads(ir[1]["loss_params"]), spec_l),
+            not ir[1]["smoke"], _matches(ir[1]["loss_params"], spec_l),
             ir[1]["n_seeds"], ir[1]["detector"] == "msp", -ir[0]))[1]
         return Value(best[metric], best[f"{metric}_std"], best["n_seeds"], bool(best["smoke"]),
                      _variant_label(best, rows, spec_l, None))
@@ -235,8 +238,8 @@ def _variant_label(best: dict, cands: list[dict], spec_l: dict, spec_d: dict | N
     if spec_d is not None:
         fields.append(("detector_params", spec_d))
     for fld, spec in fields:
-        mine = json.loads(best[fld])
-        others = [json.loads(c[fld]) for c in cands if c is not best]
+        mine = best[fld]
+        others = [c[fld] for c in cands if c is not best]
         for k, v in sorted(mine.items()):
             conflict = k in spec and not _same(v, spec[k])
             varies = k not in spec and any(k in o and not _same(o[k], v) for o in others)
@@ -425,8 +428,7 @@ def any_smoke(tables: list[Table]) -> bool:
 
 def _params_label(loss: str, loss_p: str, det: str, det_p: str) -> str:
     def one(name, p):
-        d = json.loads(p)
-        d = {k: v for k, v in d.items() if v is not None}
+        d = {k: v for k, v in json.loads(p).items() if v is not None}
         return f"{name}({', '.join(f'{k}={_fmt_param(v)}' for k, v in sorted(d.items()))})" if d else name
     return f"{one(loss, loss_p)} + {one(det, det_p)}"
 
@@ -451,7 +453,8 @@ def other_sections(ours: Ours) -> list[tuple[Section, list[bool]]]:
             cols.append("ID Acc")
             groups: dict[tuple, dict[str, dict]] = {}
             for r in rows_a:
-                g = (r["loss"], r["loss_params"], r["detector"], r["detector_params"], r["arch_params"], r["smoke"])
+                g = (r["loss"], params_text(r["loss_params"]), r["detector"], params_text(r["detector_params"]),
+                     params_text(r["arch_params"]), r["smoke"])
                 groups.setdefault(g, {})[r["ood_dataset"]] = r
             rows, smoke_flags = [], []
             loss_order = {n: i for i, n in enumerate(("ce", "logitnorm", "logitpenalty", "godin"))}

@@ -119,6 +119,26 @@ class ExecutorsPlugin:
         register("tiny_executor", TinyExecutor, description="tiny executor")
 
 
+class SuitesPlugin:
+    @hookimpl
+    def register_suites(self, register):
+        register("tiny_suite", lambda: Path(__file__), description="tiny suite")
+
+
+class ReportsPlugin:
+    @hookimpl
+    def register_reports(self, register):
+        register("tiny_report", lambda: "section", description="tiny report section")
+
+
+def _check_suite(entry):
+    assert entry.factory() == Path(__file__)
+
+
+def _check_report(entry):
+    assert entry.factory() == "section"
+
+
 def _check_dataset(entry):
     source = entry.factory(size=4)
     x, y = source.build("train", DataContext(root=Path("unused"), download=False))[3]
@@ -154,6 +174,8 @@ HOOK_CASES = {
     "register_losses": (LossesPlugin, "losses", "tiny_loss", _check_loss),
     "register_detectors": (DetectorsPlugin, "detectors", "tiny_detector", _check_detector),
     "register_executors": (ExecutorsPlugin, "executors", "tiny_executor", _check_executor),
+    "register_suites": (SuitesPlugin, "suites", "tiny_suite", _check_suite),
+    "register_reports": (ReportsPlugin, "reports", "tiny_report", _check_report),
 }
 
 

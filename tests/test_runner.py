@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from logitnorm_bench.cli import main
-from logitnorm_bench.leaderboard import COLUMNS
+from logitnorm_bench.leaderboard import columns
 from logitnorm_bench.records import ResultsDir, atomic_write_json
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def test_run_writes_records_and_leaderboard_then_rerun_trains_nothing(write_suit
     assert 0 <= rec["metrics"]["fpr95"] <= 1 and rec["run_metrics"]["id_acc"] > 0.5
     with open(results / "leaderboard.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert set(COLUMNS) <= set(rows[0])
+    assert set(columns()) <= set(rows[0])
     assert {r["ood_dataset"] for r in rows} == {"photo_patches", "uniform_noise", "average"}
     assert len(rows) == 2 * 2 * 3
     import pandas as pd
