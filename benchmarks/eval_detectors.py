@@ -49,7 +49,7 @@ class ArraySource:
 
 def make_evaluator(model, id_x, id_y, ood_sets: dict, batch_size: int, device):
     from logitnorm_bench.components import DataContext
-    from logitnorm_bench.evaluate import Evaluator
+    from logitnorm_bench.evaluation import Evaluator
     from logitnorm_bench.plugins import get_plugins
     from logitnorm_bench.suite import EvalProtocol
 
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
 
     from pytorch_ood.detector import ODIN, EnergyBased, GradNorm, MaxSoftmax
 
-    from logitnorm_bench.evaluate import forward_pass, score_set
+    from logitnorm_bench.evaluation import forward_pass, score_set
     from logitnorm_bench.plugins import get_plugins
 
     model = C.wrn(args.tiny).to(dev).eval()
@@ -151,7 +151,8 @@ def main(argv=None) -> int:
         rec["harness shared pass (forward_pass)"], outs = C.timed(shared_pass, dev)
         for name in DETECTORS:
             rec[f"harness score_set {name}"], s = C.timed(
-                lambda: torch.cat([score_set(dets[name], model, x, o, bs, dev) for x, o in zip(sets, outs)]), dev)
+                lambda name=name, outs=outs: torch.cat([score_set(dets[name], model, x, o, bs, dev)
+                                                        for x, o in zip(sets, outs)]), dev)
             harness_scores[name] = s
         for key, v in rec.items():
             times[key] = min(v, times.get(key, float("inf")))

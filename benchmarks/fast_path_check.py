@@ -199,7 +199,7 @@ def cifar10(root: Path):
 
 
 def check_accuracy(dev, args) -> tuple[list[list], list[list]]:
-    from logitnorm_bench.evaluate import forward_pass
+    from logitnorm_bench.evaluation import forward_pass
 
     data = None
     if args.data:

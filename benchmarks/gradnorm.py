@@ -63,7 +63,7 @@ def main(argv=None) -> int:
 
     from pytorch_ood.detector import GradNorm as PoodGradNorm
 
-    from logitnorm_bench.evaluate import forward_pass, score_set
+    from logitnorm_bench.evaluation import forward_pass, score_set
     from logitnorm_bench.plugins import get_plugins
 
     model = C.wrn(args.tiny).to(dev).eval()

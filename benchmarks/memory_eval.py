@@ -49,7 +49,7 @@ def main(argv=None) -> int:
 
     from ood_bench_paper import architectures  # noqa: F401  (imports done before the baseline)
 
-    from logitnorm_bench.evaluate import Evaluator  # noqa: F401
+    from logitnorm_bench.evaluation import Evaluator  # noqa: F401
 
     model = C.wrn(args.tiny).to(dev).eval()
     dets = args.detectors.split(",")

@@ -32,7 +32,33 @@ def _add_suite_args(p: argparse.ArgumentParser, optional: bool = False) -> None:
                    help="synthetic stand-in data and a few batches of training: proves the grid is wired")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_executor_flags(p: argparse.ArgumentParser) -> None:
+    """Options an executor plugin declares (``CLI_OPTIONS`` on its factory) become ``run`` flags.
+
+    The core names no executor: the Ray executor's ``--ray-address`` comes from the Ray plugin.
+    """
+    from logitnorm_bench.plugins import get_plugins
+
+    for entry in get_plugins().executors.entries():
+        for flag, option, help_text in getattr(entry.factory, "CLI_OPTIONS", ()):
+            p.add_argument(flag, dest=f"executor_flag:{entry.name}:{option}:{flag}", default=None,
+                           help=f"{help_text} (--executor {entry.name})")
+
+
+def _executor_flags(args) -> dict[str, str]:
+    """{option: value} of the executor flags given; a flag of another executor is bad input."""
+    options = {}
+    for dest, value in vars(args).items():
+        if not dest.startswith("executor_flag:") or value is None:
+            continue
+        _, executor, option, flag = dest.split(":", 3)
+        if executor != args.executor:
+            raise ConfigError(f"{flag} needs --executor {executor}")
+        options[option] = value
+    return options
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = _Parser(prog="ood-bench", description=__doc__)
     parser.add_argument("--version", action="version", version=f"ood-bench {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -60,12 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="concurrent worker processes (local, default 1); with ray: a cap on tasks at once")
     p.add_argument("--devices", default=None,
                    help="comma-separated devices handed to workers in turn, e.g. cuda:0,cuda:1")
-    p.add_argument("--ray-address", default=None, help="address of an existing Ray cluster (ray executor)")
     p.add_argument("--executor-option", dest="executor_options", action="append", default=[],
                    metavar="KEY=VALUE", help="an executor option, e.g. num_gpus=0.5 or max_retries=5 "
                    "(value read as YAML; repeatable)")
     p.add_argument("--wait", type=float, default=0,
                    help="seconds to wait for another run holding the results folder (default: refuse)")
+    if _command_of(argv) == "run":  # loading the plugins costs time: only when `run` needs their flags
+        _add_executor_flags(p)
 
     p = sub.add_parser("leaderboard", help="rebuild RESULTS/leaderboard.csv from the records")
     p.add_argument("results", type=Path)
@@ -80,8 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_of(argv: list[str] | None) -> str | None:
+    argv = sys.argv[1:] if argv is None else argv
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -113,22 +145,10 @@ def cmd_list(args) -> int:
     return 0
 
 
-def _load(args):
-    from logitnorm_bench.plan import make_plan
-    from logitnorm_bench.plugins import get_plugins
-    from logitnorm_bench.suite import load_suite
-
-    plugins = get_plugins()
-    suite = load_suite(args.suite, args.overrides, plugins)
-    if args.smoke:
-        from logitnorm_bench.smoke import smoke_suite
-
-        suite = smoke_suite(suite)
-    return plugins, suite, make_plan(suite, plugins, smoke=args.smoke)
-
-
 def cmd_plan(args) -> int:
-    _, suite, plan = _load(args)
+    from logitnorm_bench.api import load_plan
+
+    suite, plan = load_plan(args.suite, overrides=args.overrides, smoke=args.smoke)
     if args.format == "json":
         json.dump(plan.to_json(), sys.stdout, indent=1, default=str)
         print()
@@ -144,53 +164,27 @@ def cmd_plan(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from logitnorm_bench.leaderboard import write_leaderboard
-    from logitnorm_bench.runner import ResultsLock, default_data_root, resolve_device, run_plan
-    from logitnorm_bench.params import resolve_params
+    from logitnorm_bench import api
     from logitnorm_bench.suite import parse_override
 
-    plugins, suite, plan = _load(args)
-    if args.executor == "local":
-        resolve_device(args.device)  # bad --device is bad input: fail before anything runs
-    elif args.device not in ("auto", "cpu", "cuda") and not args.device.startswith("cuda:"):
-        raise ConfigError(f"--device {args.device!r}: expected auto, cpu, cuda or cuda:N")  # workers resolve it
-    results = args.results or Path("results-smoke" if args.smoke else "results")
-    options: dict = {}
+    options: dict = _executor_flags(args)
     if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs {args.jobs}: expected a positive integer")
     if args.jobs is not None:
         options["jobs"] = args.jobs
     if args.devices:
         options["devices"] = [d.strip() for d in args.devices.split(",") if d.strip()]
-    if args.ray_address:
-        if args.executor != "ray":
-            raise ConfigError("--ray-address needs --executor ray")
-        options["address"] = args.ray_address
     for item in args.executor_options:
         key, value = parse_override(item)
         options[key] = value
-    # Checked now (name, option names), built later: building the ray executor starts Ray.
-    resolve_params(plugins.executors.get(args.executor), options, key="--executor-option")
-    try:
-        results.mkdir(parents=True, exist_ok=True)
-        probe = results / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(f"--results {results}: not writable ({exc.strerror})") from None
-    with ResultsLock(results, wait=args.wait):
-        try:
-            counts = run_plan(plan, results, args.data or default_data_root(), args.device, args.overwrite,
-                              executor=args.executor, executor_options=options,
-                              download=not args.no_download)
-        finally:
-            board = write_leaderboard(results)  # also after an interrupt: nothing computed is lost
-    print(f"{suite.name}: trained {counts['trained']} run(s); {counts['records_ok']} record(s) ok, "
-          f"{counts['records_failed']} failed"
-          + (f" in {counts['seconds']:.1f}s" if "seconds" in counts else "") + f"; leaderboard: {board}")
+    outcome = api.run(args.suite, args.results, overrides=args.overrides, smoke=args.smoke, data=args.data,
+                      device=args.device, overwrite=args.overwrite, executor=args.executor,
+                      executor_options=options, download=not args.no_download, wait=args.wait)
+    print(f"{outcome.suite}: trained {outcome.trained} run(s); {outcome.records_ok} record(s) ok, "
+          f"{outcome.records_failed} failed in {outcome.seconds:.1f}s; leaderboard: {outcome.leaderboard}")
     if args.smoke:
         print("SMOKE MODE: synthetic stand-in data; these numbers mean nothing.")
-    return 1 if counts["records_failed"] else 0
+    return 1 if outcome.records_failed else 0
 
 
 def cmd_leaderboard(args) -> int:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol, runtime_checkable
+from typing import Any, Iterable, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -170,5 +170,3 @@ class Detector:
     def score_inputs(self, model: nn.Module, x: Tensor) -> Tensor:
         raise NotImplementedError
 
-
-Factory = Callable[..., Any]

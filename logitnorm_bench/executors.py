@@ -1,7 +1,7 @@
 """Executors: what runs a plan's training runs.  Plugins too (hook ``register_executors``).
 
 An executor is built with ``factory(**options)`` and has ``run(payloads) -> iterator of summaries``:
-each payload is the keyword arguments of :func:`logitnorm_bench.runner.execute_run`, a unit that
+each payload is the keyword arguments of :func:`logitnorm_bench.worker.execute_run`, a unit that
 trains one run and writes its records to the shared results folder itself.  Record format and
 resumption therefore do not depend on the executor.
 
@@ -42,7 +42,7 @@ WorkFn = Callable[..., dict]
 
 
 def _execute_run(**payload) -> dict:
-    from logitnorm_bench.runner import execute_run
+    from logitnorm_bench.worker import execute_run
 
     return execute_run(**payload)
 
@@ -122,7 +122,7 @@ class LocalExecutor:
     runs it had in hand are resubmitted.  A run whose own worker died is retried at most
     ``max_retries`` times; the runs that only went down with the pool are not charged a retry.
 
-    ``fn``: what runs a payload (default :func:`logitnorm_bench.runner.execute_run`); it must be
+    ``fn``: what runs a payload (default :func:`logitnorm_bench.worker.execute_run`); it must be
     picklable by reference (a module-level function) when ``jobs > 1``.
     """
 
@@ -136,10 +136,10 @@ class LocalExecutor:
         self.max_retries, self.fn = max_retries, fn
 
     def _check_devices(self) -> None:
-        from logitnorm_bench.runner import resolve_device
+        from logitnorm_bench.devices import resolve_device
 
         for d in self.devices:  # a bad --devices entry is bad input: say so before anything runs
-            resolve_device(d)
+            resolve_device(d, option="--devices")
 
     def run(self, payloads: Iterable[dict]) -> Iterator[dict]:
         payloads = list(payloads)
@@ -290,8 +290,11 @@ class RayExecutor:
         Passed to ``ray.init`` (e.g. ``{"pip": [...]}`` or ``{"working_dir": ...}`` for nodes that
         lack the harness or its plugins).
     ``fn``
-        What runs a payload (default :func:`logitnorm_bench.runner.execute_run`); tests use it.
+        What runs a payload (default :func:`logitnorm_bench.worker.execute_run`); tests use it.
     """
+
+    #: (flag, option, help): ``ood-bench run`` flags this executor owns (see cli._add_executor_flags).
+    CLI_OPTIONS = (("--ray-address", "address", "address of an existing Ray cluster"),)
 
     def __init__(self, address: str | None = None, num_cpus: float = 1, num_gpus: float | None = None,
                  max_retries: int = 3, jobs: int | None = None, devices: list[str] | None = None,

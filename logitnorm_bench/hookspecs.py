@@ -68,7 +68,7 @@ def register_executors(register: Register) -> None:
     """Register executors that run a plan's training runs (``local``, ``ray``, ...).
 
     ``factory(**options)`` returns an object with ``run(payloads) -> iterator of summaries``: each payload
-    is the keyword arguments of :func:`logitnorm_bench.runner.execute_run`, which trains one run and writes
+    is the keyword arguments of :func:`logitnorm_bench.worker.execute_run`, which trains one run and writes
     its records to the shared results folder;
     see :mod:`logitnorm_bench.executors`.
     """

@@ -14,8 +14,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from logitnorm_bench.params import resolve_params
-from logitnorm_bench.suite import Combo, Suite, TrainRecipe, recipe_dict, with_param
+from logitnorm_bench.suite import Combo, Suite, TrainRecipe, check_names, recipe_dict
 
 EVAL_HASHED = ("ood_samples", "sample_seed", "id_val_samples", "calibration_bins")
 
@@ -39,10 +38,6 @@ class TrainingRun:
     smoke: bool = False
     experiments: list[str] = field(default_factory=list)
 
-    def identity(self) -> dict:
-        return run_identity(self.id_dataset, self.arch, self.arch_params, self.loss, self.loss_params,
-                            self.seed, self.train, self.weights, self.smoke)
-
     def label(self) -> str:
         params = ",".join(f"{k}={v}" for k, v in self.loss_params.items())
         loss = f"{self.loss}({params})" if params else self.loss
@@ -60,6 +55,35 @@ class EvaluationCell:
     experiments: list[str] = field(default_factory=list)
     split: str = "test"  #: "val" for a selection's validation cells (ID val images vs the OOD set's val split)
     selection: dict | None = None  #: set on test cells reached through a selection: what was chosen, and why
+
+
+@dataclass
+class WorkItem:
+    """One unit of work for an executor: train (or reuse) one run, then evaluate the given cells.
+
+    Executors move it as :meth:`to_payload` (plain JSON-able data: it may cross a process or
+    machine boundary); the worker turns it back with :meth:`from_payload`.
+    """
+
+    run: TrainingRun
+    cells: list[EvaluationCell]
+    results_root: str
+    data_root: str
+    device: str
+    overwrite: str
+    index: int = 1  #: position in this invocation's work, for progress lines
+    total: int = 1
+    download: bool = True
+    suite_name: str = ""
+
+    def to_payload(self) -> dict:
+        payload = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return dict(payload, run=asdict(self.run), cells=[asdict(c) for c in self.cells])
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> "WorkItem":
+        return cls(**dict(payload, run=TrainingRun(**payload["run"]),
+                          cells=[EvaluationCell(**c) for c in payload["cells"]]))
 
 
 @dataclass
@@ -102,23 +126,17 @@ def run_identity(id_dataset, arch, arch_params, loss, loss_params, seed, train, 
 
 
 def make_plan(suite: Suite, plugins, smoke: bool = False) -> Plan:
+    """The plan of a suite: its params are resolved by :func:`~logitnorm_bench.suite.check_names`
+    (done here if the suite was loaded without plugins), so the hashes cover the resolved values."""
+    check_names(suite, plugins)
     runs: dict[str, TrainingRun] = {}
     cells: dict[str, EvaluationCell] = {}
     groups: dict[str, SelectionGroup] = {}
-    resolved: dict[tuple, dict] = {}
-
-    def params(kind: str, name: str, given: dict) -> dict:
-        key = (kind, name, json.dumps(given, sort_keys=True, default=str))
-        if key not in resolved:
-            resolved[key] = resolve_params(plugins.registry(kind).get(name), given)
-        return resolved[key]
 
     def add(c: Combo, exp_name: str, train: dict, evaluation: dict, split: str = "test",
             keep: bool = True) -> EvaluationCell:
         """The run and cell of one combination (the cell is added to the plan when ``keep``)."""
-        arch_params = params("architectures", c.arch, c.arch_params)
-        loss_params = params("losses", c.loss, c.loss_params)
-        det_params = params("detectors", c.detector, c.detector_params)
+        arch_params, loss_params, det_params = c.arch_params, c.loss_params, c.detector_params
         identity = run_identity(c.id_dataset, c.arch, arch_params, c.loss, loss_params, c.seed,
                                 train, c.weights, smoke)
         run_id = stable_hash(identity)
@@ -148,7 +166,7 @@ def make_plan(suite: Suite, plugins, smoke: bool = False) -> Plan:
         train = recipe_dict(exp.train)
         evaluation = dict(vars(exp.evaluation))
         sel = exp.select
-        for c in exp.combos:
+        for i, c in enumerate(exp.combos):
             if sel is None:
                 add(c, exp.name, train, evaluation)
                 continue
@@ -164,9 +182,8 @@ def make_plan(suite: Suite, plugins, smoke: bool = False) -> Plan:
                                                      {}, {})
             if exp.name not in group.experiments:
                 group.experiments.append(exp.name)
-            for value in sel.values:
+            for value, candidate in zip(sel.values, exp.candidates[i]):
                 vkey = json.dumps(value)
-                candidate = with_param(c, sel.param, value)
                 val_cell = add(dataclasses.replace(candidate, ood_dataset=sel.ood_dataset), exp.name, train,
                                evaluation, split="val")
                 ids = group.validation.setdefault(vkey, [])

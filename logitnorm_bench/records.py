@@ -14,11 +14,13 @@ kill at any point leaves either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
 import subprocess
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -27,6 +29,93 @@ import torch
 import logitnorm_bench
 
 RECORD_SCHEMA = 1
+
+
+class RecordError(ValueError):
+    """A record file that parses but is not a record this harness can trust."""
+
+
+@dataclass
+class Record:
+    """The result of one evaluation cell, as written to ``records/<cell_id>.json``.
+
+    Inside a process it is this typed object; :meth:`to_json` / :meth:`from_json` are the only
+    conversions, used at the disk edge.  ``schema`` is written into every record; records of any
+    schema up to :data:`RECORD_SCHEMA` load.  The optional result fields are absent from the file
+    when they are ``None`` (a failed cell has ``error`` and no ``metrics``).
+    """
+
+    cell_id: str
+    run_id: str
+    status: str  #: "ok" or "failed"
+    id_dataset: str
+    arch: str
+    loss: str
+    detector: str
+    ood_dataset: str
+    seed: int
+    arch_params: dict = field(default_factory=dict)
+    loss_params: dict = field(default_factory=dict)
+    detector_params: dict = field(default_factory=dict)
+    error: str | None = None
+    smoke: bool = False
+    suite: str = ""
+    experiments: list = field(default_factory=list)
+    weights: str | None = None
+    split: str = "test"
+    selection: dict | None = None
+    train: dict = field(default_factory=dict)
+    evaluation: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+    train_seconds: float = 0.0
+    created: str = ""
+    schema: int = RECORD_SCHEMA
+    # Results (absent on a failed cell):
+    metrics: dict | None = None
+    run_metrics: dict | None = None
+    detector_fit: dict | None = None
+    score_hist: dict | None = None
+    n_id: int | None = None
+    n_ood: int | None = None
+    eval_seconds: dict | None = None
+    at_chance: bool | None = None
+    note: str | None = None
+
+    OPTIONAL = ("metrics", "run_metrics", "detector_fit", "score_hist", "n_id", "n_ood", "eval_seconds",
+                "at_chance", "note")
+
+    def to_json(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {k: v for k, v in out.items() if not (k in self.OPTIONAL and v is None)}
+
+    @classmethod
+    def from_json(cls, data: Any) -> "Record":
+        """Check and type a record read from disk; :class:`RecordError` says what is wrong."""
+        if not isinstance(data, dict):
+            raise RecordError(f"expected a JSON object, got {type(data).__name__}")
+        schema = data.get("schema")
+        if isinstance(schema, bool) or not isinstance(schema, int) or not 1 <= schema <= RECORD_SCHEMA:
+            raise RecordError(f"schema {schema!r}: expected an integer from 1 to {RECORD_SCHEMA}")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise RecordError(f"unknown field(s) {', '.join(map(repr, unknown))}")
+        for name, f in known.items():
+            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            if required and name not in data:
+                raise RecordError(f"missing field '{name}'")
+        for name in ("cell_id", "run_id", "id_dataset", "arch", "loss", "detector", "ood_dataset"):
+            if not isinstance(data[name], str):
+                raise RecordError(f"field '{name}': expected a string, got {data[name]!r}")
+        if data["status"] not in ("ok", "failed"):
+            raise RecordError(f"field 'status': expected ok or failed, got {data['status']!r}")
+        for name in ("arch_params", "loss_params", "detector_params"):
+            if not isinstance(data.get(name, {}), dict):
+                raise RecordError(f"field '{name}': expected a mapping")
+        if data["status"] == "ok" and not (isinstance(data.get("metrics"), dict)
+                                           and isinstance(data.get("run_metrics"), dict)):
+            raise RecordError("an ok record without metrics and run_metrics")
+        return cls(**data)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -103,11 +192,12 @@ class ResultsDir:
     def read_record(self, cell_id: str) -> dict | None:
         return read_json(self.record_path(cell_id))
 
-    def write_record(self, record: dict) -> None:
-        atomic_write_json(self.record_path(record["cell_id"]), record)
+    def write_record(self, record: Record) -> None:
+        atomic_write_json(self.record_path(record.cell_id), record.to_json())
 
     def records(self) -> Iterator[dict]:
-        """Every readable record; corrupt ones are skipped (and redone by the next run)."""
+        """Every readable record, as its JSON mapping; unreadable ones, and a record filed under another
+        cell's name, are skipped (and redone by the next run)."""
         if not self.records_dir.is_dir():
             return
         for path in sorted(self.records_dir.glob("*.json")):

@@ -29,6 +29,7 @@ weights (a checkpoint path) instead of training.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import itertools
 import re
@@ -128,6 +129,8 @@ class Experiment:
     train: TrainRecipe
     evaluation: EvalProtocol
     select: Selection | None = None
+    #: with ``select``: per combination, one combination per candidate value (set by check_names)
+    candidates: list[list[Combo]] | None = None
 
 
 @dataclass
@@ -136,6 +139,8 @@ class Suite:
     version: Any
     path: str
     experiments: list[Experiment]
+    #: True once check_names has checked every name and put every combination's params in resolved form
+    resolved: bool = False
 
 
 # ------------------------------------------------------------------------------------------
@@ -361,13 +366,13 @@ def expand_grid(matrix: dict[str, list], include: list[dict] = (), exclude: list
     names = list(matrix)
     combos = [dict(zip(names, vals)) for vals in itertools.product(*(matrix[n] for n in names))]
     for ex in exclude:
-        combos = [c for c in combos if not all(k in c and _equal(c[k], v) for k, v in ex.items())]
+        combos = [c for c in combos if not all(k in c and c[k] == v for k, v in ex.items())]
     original = set(names)
     extra = []
     for inc in include:
         matched = False
         for c in combos:
-            if all(_equal(c[k], v) for k, v in inc.items() if k in original):
+            if all(c[k] == v for k, v in inc.items() if k in original):
                 c.update(copy.deepcopy(inc))
                 matched = True
         if not matched:
@@ -402,10 +407,6 @@ def _combo(c: dict, fname: str, key: str) -> Combo:
         raise ConfigError(f"got {_show(weights)}; expected a checkpoint path (string)", file=fname,
                           key=f"{key}.weights")
     return Combo(**{k: c.get(k) for k in MATRIX_KEYS if k in c})
-
-
-def _equal(a: Any, b: Any) -> bool:
-    return a == b
 
 
 def _list_of_maps(value: Any, fname: str, key: str) -> list[dict]:
@@ -517,10 +518,51 @@ def check_evaluation(e: EvalProtocol, fname: str, key: str) -> None:
 
 
 def check_names(suite: Suite, plugins) -> None:
-    """Every component name and parameter resolves in the registries."""
+    """Check every component name against the registries and resolve every parameter mapping.
+
+    The one place parameters are resolved (:func:`logitnorm_bench.params.resolve_params`: factory
+    defaults filled in, ints made floats where the default is a float): each combination's
+    ``*_params`` are replaced by their resolved form, and a selection's candidates are built, so
+    the plan hashes exactly what was checked.  Losses and detectors are built once per distinct
+    parameter set (cheap), which catches values their factories reject (``tau <= 0`` and the like).
+    """
     from logitnorm_bench.params import resolve_params
 
+    resolved: dict[tuple, dict] = {}
     built: set[tuple] = set()
+
+    def resolve(c: Combo, key: str) -> Combo:
+        if c.weights and not c.weights.startswith("pytorch-ood:") and not Path(c.weights).expanduser().is_file():
+            raise ConfigError(f"weights file not found: {c.weights!r}", file=suite.path, key=f"{key}.weights")
+        out = {}
+        for kind, name_key, params_key in (("datasets", "id_dataset", None), ("datasets", "ood_dataset", None),
+                                           ("architectures", "arch", "arch_params"),
+                                           ("losses", "loss", "loss_params"),
+                                           ("detectors", "detector", "detector_params")):
+            reg = plugins.registry(kind)
+            name = getattr(c, name_key)
+            if name not in reg:
+                raise ConfigError(reg.unknown_message(name), file=suite.path, key=f"{key}.{name_key}")
+            if not params_key:
+                continue
+            given = getattr(c, params_key)
+            cache_key = (kind, name, repr(sorted(given.items())))
+            if cache_key not in resolved:
+                resolved[cache_key] = resolve_params(reg.get(name), given, file=suite.path,
+                                                     key=f"{key}.{params_key}")
+            params = out[params_key] = resolved[cache_key]
+            built_key = (kind, name, repr(sorted(params.items())))
+            if kind in ("losses", "detectors") and built_key not in built:
+                built.add(built_key)
+                try:
+                    reg.build(name, **params)
+                except (ValueError, TypeError) as exc:
+                    raise ConfigError(f"{name} rejects {_show(params)}: {exc}", file=suite.path,
+                                      key=f"{key}.{params_key}") from None
+        return dataclasses.replace(c, **out)
+
+    if suite.resolved:
+        return
     for exp in suite.experiments:
         monitor = exp.train.monitor_ood
         if monitor is not None and monitor not in plugins.registry("datasets"):
@@ -530,33 +572,12 @@ def check_names(suite: Suite, plugins) -> None:
         if exp.select is not None and exp.select.ood_dataset not in plugins.registry("datasets"):
             raise ConfigError(plugins.registry("datasets").unknown_message(exp.select.ood_dataset),
                               file=suite.path, key=f"experiments.{exp.name}.select.ood_dataset")
-        combos = exp.combos
+        key = f"experiments.{exp.name}.matrix"
         if exp.select is not None:  # every candidate value must be valid too
-            combos = [with_param(c, exp.select.param, v) for c in exp.combos for v in exp.select.values]
-        for i, c in enumerate(combos):
-            key = f"experiments.{exp.name}.matrix"
-            if c.weights and not c.weights.startswith("pytorch-ood:") and not Path(c.weights).expanduser().is_file():
-                raise ConfigError(f"weights file not found: {c.weights!r}", file=suite.path, key=f"{key}.weights")
-            for kind, name_key, params_key in (("datasets", "id_dataset", None),
-                                               ("datasets", "ood_dataset", None),
-                                               ("architectures", "arch", "arch_params"),
-                                               ("losses", "loss", "loss_params"),
-                                               ("detectors", "detector", "detector_params")):
-                reg = plugins.registry(kind)
-                name = getattr(c, name_key)
-                if name not in reg:
-                    raise ConfigError(reg.unknown_message(name), file=suite.path, key=f"{key}.{name_key}")
-                if params_key:
-                    params = resolve_params(reg.get(name), getattr(c, params_key), file=suite.path,
-                                            key=f"{key}.{params_key}")
-                    built_key = (name, repr(sorted(params.items())))
-                    if kind in ("losses", "detectors") and built_key not in built:
-                        built.add(built_key)  # cheap to build: catches tau <= 0 and the like
-                        try:
-                            reg.build(name, **params)
-                        except (ValueError, TypeError) as exc:
-                            raise ConfigError(f"{name} rejects {_show(params)}: {exc}", file=suite.path,
-                                              key=f"{key}.{params_key}") from None
+            exp.candidates = [[resolve(with_param(c, exp.select.param, v), key) for v in exp.select.values]
+                              for c in exp.combos]
+        exp.combos = [resolve(c, key) for c in exp.combos]
+    suite.resolved = True
 
 
 # ------------------------------------------------------------------------------------------
@@ -626,15 +647,9 @@ def _show(value: Any) -> str:
 
 def with_param(combo: Combo, dotted: str, value: Any) -> Combo:
     """A copy of ``combo`` with ``<kind>_params.<name>`` set to ``value``."""
-    import dataclasses
-
     key, _, name = dotted.partition(".")
     return dataclasses.replace(combo, **{key: {**getattr(combo, key), name: value}})
 
 
-def recipe_dict(recipe: TrainRecipe, hashed_only: bool = False) -> dict:
-    d = asdict(recipe)
-    if hashed_only:
-        for k in TrainRecipe.NOT_HASHED:
-            d.pop(k, None)
-    return d
+def recipe_dict(recipe: TrainRecipe) -> dict:
+    return asdict(recipe)

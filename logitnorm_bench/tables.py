@@ -51,9 +51,9 @@ import yaml
 
 from logitnorm_bench.leaderboard import build_rows, params_text
 from logitnorm_bench.metrics import metrics_of
+from logitnorm_bench.records import ResultsDir
 
 OOD_METRICS = tuple(m.name for m in metrics_of("cell"))
-from logitnorm_bench.records import ResultsDir
 
 PAPER_YAML = Path(__file__).resolve().parent / "data" / "paper_tables.yaml"
 PAPER_ID_DATASETS = ("cifar10", "cifar100")

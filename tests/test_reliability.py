@@ -100,9 +100,9 @@ def test_missing_data_is_bad_input_before_anything_runs(write, tmp_path, plugin_
 
 def test_missing_data_at_run_time_is_a_recorded_failure(write, tmp_path, plugin_env, monkeypatch):
     # Data that vanishes after the check (or a worker on another machine without it): a recorded failure.
-    import logitnorm_bench.runner as runner
+    import logitnorm_bench.driver as driver
 
-    monkeypatch.setattr(runner, "prepare_data", lambda *a, **k: None)
+    monkeypatch.setattr(driver, "prepare_data", lambda *a, **k: None)
     code, data, results = run_without_cifar(tmp_path, write)
     assert code == 1
     (rec,) = ResultsDir(results).records()

@@ -191,7 +191,7 @@ def test_sigkill_anywhere_then_resume_gives_identical_leaderboard(write_suite, t
 
 
 def test_second_run_on_same_results_refuses(write_suite, tmp_path, capsys):
-    from logitnorm_bench.runner import ResultsLock
+    from logitnorm_bench.driver import ResultsLock
 
     suite = write_suite(tmp_path, epochs=1)
     results = tmp_path / "r"

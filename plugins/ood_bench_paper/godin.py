@@ -60,7 +60,7 @@ def head_owner(model: nn.Module) -> nn.Module:
 def replace_head(model: nn.Module, new_head: nn.Module) -> nn.Module:
     """Install ``new_head`` as ``model``'s head, in place; works through :class:`Normalized`."""
     owner = head_owner(model)
-    setattr(owner, "head", new_head)
+    owner.head = new_head
     if owner.head is not new_head:  # e.g. a read-only ``head`` property on a third-party model
         raise TypeError(f"could not replace the head of {type(owner).__name__}: 'head' is not assignable")
     return model

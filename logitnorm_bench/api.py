@@ -1,0 +1,326 @@
+"""The Python API: what the CLI does, as three calls.
+
+* :func:`run` runs a suite into a results folder (``ood-bench run`` is a thin layer over it);
+* :func:`evaluate` scores any ``nn.Module`` classifier with registered detectors and returns a
+  DataFrame with the leaderboard's columns;
+* :func:`load_results` reads every record of a results folder into a tidy DataFrame.
+
+The DataFrame-returning calls need pandas (``pip install 'ood-bench[pandas]'``).
+See docs/api.md for runnable examples.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+
+from logitnorm_bench.errors import ConfigError
+
+PANDAS_HINT = "install it with: pip install 'ood-bench[pandas]'"
+
+
+@dataclass
+class RunOutcome:
+    """What :func:`run` did."""
+
+    suite: str
+    results: Path
+    leaderboard: Path
+    trained: int = 0  #: training runs trained (not reused) in this call
+    records_ok: int = 0
+    records_failed: int = 0
+    runs_to_do: int = 0  #: training runs that had cells to compute when the call started
+    seconds: float = 0.0
+    smoke: bool = False
+    counts: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.records_failed == 0
+
+
+def run(suite, results: str | Path | None = None, *, overrides: Iterable[str] = (), smoke: bool = False,
+        data: str | Path | None = None, device: str = "auto", overwrite: str = "only-missing",
+        executor: str = "local", executor_options: dict | None = None, download: bool = True,
+        wait: float = 0, log: Callable[[str], None] | None = None) -> RunOutcome:
+    """Run what is missing of ``suite`` (a bundled suite's name, a YAML path, a mapping with a suite
+    file's content, or a loaded ``Suite``).
+
+    Records go to ``results/records/``, the leaderboard to ``results/leaderboard.csv`` (rebuilt even
+    when the run is interrupted).  Bad input raises :class:`~logitnorm_bench.errors.ConfigError`
+    before anything runs; a failed training or cell is recorded and counted, not raised.
+    """
+    from logitnorm_bench.devices import check_device_spec, resolve_device
+    from logitnorm_bench.driver import OVERWRITE_MODES, ResultsLock, default_data_root, run_plan
+    from logitnorm_bench.leaderboard import write_leaderboard
+    from logitnorm_bench.params import resolve_params
+    from logitnorm_bench.plugins import get_plugins
+
+    log = log or (lambda s: print(s, file=sys.stderr))
+    plugins = get_plugins()
+    suite_obj, plan = load_plan(suite, overrides=overrides, smoke=smoke, plugins=plugins)
+    if overwrite not in OVERWRITE_MODES:
+        raise ConfigError(f"overwrite {overwrite!r}: expected one of {', '.join(OVERWRITE_MODES)}")
+    # A bad device is bad input before anything runs; workers elsewhere (Ray) check availability themselves.
+    (resolve_device if executor == "local" else check_device_spec)(device)
+    options = dict(executor_options or {})
+    # Checked now (name, option names), built later: building an executor may start a cluster.
+    resolve_params(plugins.executors.get(executor), options, key="--executor-option")
+    results = Path(results) if results is not None else Path("results-smoke" if smoke else "results")
+    _check_writable(results)
+    t0 = time.perf_counter()
+    with ResultsLock(results, wait=wait):
+        try:
+            counts = run_plan(plan, results, Path(data) if data is not None else default_data_root(), device,
+                              overwrite, executor=executor, executor_options=options, download=download, log=log)
+        finally:
+            board = write_leaderboard(results)  # also after an interrupt: nothing computed is lost
+    return RunOutcome(suite=suite_obj.name, results=results, leaderboard=board, trained=counts["trained"],
+                      records_ok=counts["records_ok"], records_failed=counts["records_failed"],
+                      runs_to_do=counts["runs"], seconds=counts.get("seconds", time.perf_counter() - t0),
+                      smoke=smoke, counts=counts)
+
+
+def load_plan(suite, *, overrides: Iterable[str] = (), smoke: bool = False, plugins=None):
+    """(suite, plan) for a suite name, path, mapping or ``Suite``; validated against the registries."""
+    from logitnorm_bench.plan import make_plan
+    from logitnorm_bench.plugins import get_plugins
+    from logitnorm_bench.suite import Suite, check_names, load_suite, parse_suite
+
+    plugins = plugins or get_plugins()
+    if isinstance(suite, Suite):
+        if overrides:
+            raise ConfigError("overrides apply to a suite file, name or mapping, not to a loaded Suite")
+        check_names(suite, plugins)
+    elif isinstance(suite, dict):
+        suite = parse_suite(suite, "(suite mapping)", list(overrides), plugins)
+    else:
+        suite = load_suite(suite, list(overrides), plugins)
+    if smoke:
+        from logitnorm_bench.smoke import smoke_suite
+
+        suite = smoke_suite(suite)
+    return suite, make_plan(suite, plugins, smoke=smoke)
+
+
+def _check_writable(results: Path) -> None:
+    try:
+        results.mkdir(parents=True, exist_ok=True)
+        probe = results / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"--results {results}: not writable ({exc.strerror})") from None
+
+
+# ------------------------------------------------------------------------------------------
+# evaluate
+# ------------------------------------------------------------------------------------------
+
+
+def evaluate(model, *, id_dataset: str, ood_datasets: Iterable[str], detectors: Iterable,
+             data: str | Path | None = None, device: str = "cpu", evaluation: dict | None = None,
+             features: Callable | None = None, head: Callable | None = None, normalize: bool = True,
+             seed: int = 0, download: bool = True, smoke: bool = False):
+    """Score ``model`` with registered detectors; a DataFrame, one row per detector x OOD set.
+
+    ``model``: any classifier ``nn.Module`` taking images in [0, 1] normalised with the ID dataset's
+    mean/std (``normalize=False``: taking them as they are).  If it has no ``features``/``head``
+    (the harness's architecture contract), it is split at its last ``nn.Linear``, or at the
+    ``features``/``head`` callables given.  ``detectors``: names, or ``(name, {param: value})``
+    pairs.  ``evaluation``: the suite's evaluation protocol fields (``ood_samples``,
+    ``sample_seed``, ``batch_size``, ...).  The columns are the leaderboard's (metrics in percent,
+    plus an ``average`` row per detector over the OOD sets); on the same weights the numbers equal
+    those ``ood-bench run`` records.
+    """
+    pd = _pandas("evaluate()")
+    from logitnorm_bench.components import DataContext, Normalized
+    from logitnorm_bench.data_views import DataSources
+    from logitnorm_bench.devices import resolve_device
+    from logitnorm_bench.evaluation import Evaluator
+    from logitnorm_bench.leaderboard import build_rows, columns
+    from logitnorm_bench.params import resolve_params
+    from logitnorm_bench.plan import EvaluationCell, TrainingRun, stable_hash
+    from logitnorm_bench.plugins import get_plugins
+    from logitnorm_bench.suite import EvalProtocol, build_dataclass, check_evaluation
+    from logitnorm_bench.worker import make_record
+
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    plugins = get_plugins()
+    dev = resolve_device(device)
+    protocol = build_dataclass(EvalProtocol, dict(evaluation or {}), "evaluate()", "evaluation")
+    check_evaluation(protocol, "evaluate()", "evaluation")
+    protocol = dict(vars(protocol))
+    ood_datasets = list(ood_datasets)
+    if not ood_datasets:
+        raise ConfigError("ood_datasets: expected at least one OOD dataset name")
+    for name in [id_dataset, *ood_datasets]:
+        plugins.datasets.get(name)  # unknown names: one line with did-you-mean
+    sources = DataSources(plugins, smoke)
+    id_source = sources(id_dataset)
+    net = as_classifier(model, features=features, head=head)
+    wrapped = Normalized(net, id_source.mean, id_source.std) if normalize else net
+
+    run = TrainingRun(run_id="evaluate", id_dataset=id_dataset, arch=type(model).__name__, arch_params={},
+                      loss="(given model)", loss_params={}, seed=seed, train={}, smoke=smoke)
+    cells = []
+    for i, spec in enumerate(detectors):
+        name, given = (spec, {}) if isinstance(spec, str) else spec
+        params = resolve_params(plugins.detectors.get(name), given, key=f"detectors[{i}]")
+        for ood in ood_datasets:
+            cell_id = stable_hash({"detector": name, "params": params, "ood": ood, "protocol": protocol})
+            cells.append(EvaluationCell(cell_id, run.run_id, name, params, ood, protocol))
+    if not cells:
+        raise ConfigError("detectors: expected at least one detector name")
+    ctx = DataContext(root=Path(data) if data is not None else _default_data(), download=download, seed=seed)
+    evaluator = Evaluator(wrapped, id_source, ctx, plugins, dev, protocol, source_for=sources)
+    records = [make_record(run, cell, "", dev, plugins, result, 0.0).to_json()
+               for cell, result in evaluator.evaluate(cells)]
+    failed = [r for r in records if r["status"] != "ok"]
+    if failed:
+        raise RuntimeError("; ".join(f"{r['detector']} on {r['ood_dataset']}: {r['error']}" for r in failed))
+    return pd.DataFrame(build_rows(records), columns=list(columns()))
+
+
+def _default_data() -> Path:
+    from logitnorm_bench.driver import default_data_root
+
+    return default_data_root()
+
+
+def as_classifier(model, *, features: Callable | None = None, head: Callable | None = None):
+    """``model`` with the harness's ``features``/``head`` contract (``forward == head(features(x))``).
+
+    A model that has both is returned as it is.  Otherwise, with ``features`` and ``head`` given they
+    are used; with neither, the model is split at its last ``nn.Linear``: ``head`` is that layer and
+    ``features(x)`` is the input it receives when the model runs.
+    """
+    if features is None and head is None and callable(getattr(model, "features", None)) \
+            and isinstance(getattr(model, "head", None), nn.Module):
+        return model
+    if (features is None) != (head is None):
+        raise ConfigError("evaluate(): give both features= and head=, or neither")
+    if features is not None:
+        return _GivenSplit(model, features, head)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ConfigError(f"evaluate(): {type(model).__name__} has no nn.Linear to split at; "
+                          "pass features= and head=")
+    return _SplitAtLinear(model, linears[-1])
+
+
+class _SplitAtLinear(nn.Module):
+    """Features = the input of the model's last ``nn.Linear`` (captured by a forward pre-hook)."""
+
+    def __init__(self, model, head):
+        super().__init__()
+        self.model = model
+        self._head = [head]  # a list: not a second registration of a submodule the model owns
+
+    @property
+    def head(self):
+        return self._head[0]
+
+    def features(self, x):
+        captured: dict[str, Any] = {}
+
+        def grab(module, inputs):
+            captured["f"] = inputs[0]
+
+        handle = self.head.register_forward_pre_hook(grab)
+        try:
+            out = self.model(x)
+        finally:
+            handle.remove()
+        if "f" not in captured:
+            raise ConfigError("evaluate(): the model's last nn.Linear was not called in its forward; "
+                              "pass features= and head=")
+        f = captured["f"]
+        # The harness's contract is forward == head(features): a model whose output is not that
+        # layer's output (a softmax after it, say) would give wrong scores silently.
+        if not getattr(self, "_checked", False):
+            if out.shape != (f.shape[0], self.head.out_features) or not torch.allclose(
+                    self.head(f), out, rtol=1e-4, atol=1e-5):
+                raise ConfigError("evaluate(): the model's output is not the output of its last nn.Linear; "
+                                  "pass features= and head=")
+            self._checked = True
+        return f
+
+    def forward(self, x):
+        return self.model(x)
+
+
+class _GivenSplit(nn.Module):
+    def __init__(self, model, features, head):
+        super().__init__()
+        self.model = model
+        self._features = features
+        self.head = head if isinstance(head, nn.Module) else _CallableHead(head)
+
+    def features(self, x):
+        return self._features(x)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+class _CallableHead(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, f):
+        return self.fn(f)
+
+
+# ------------------------------------------------------------------------------------------
+# load_results
+# ------------------------------------------------------------------------------------------
+
+
+def load_results(results: str | Path):
+    """Every record of a results folder as a tidy DataFrame: one row per evaluation cell.
+
+    Columns: the cell's keys (``id_dataset``, ``arch``, ``loss``, ``detector``, ``ood_dataset``,
+    ``seed``, ``split``, ``status``, ``error``, ``smoke``, ``cell_id``, ``run_id``), each parameter
+    as its own column (``loss_params.tau``, ``detector_params.temperature``, ...), every catalogue
+    metric as a fraction (as recorded, not percent), and provenance as ``provenance.<key>``.
+    """
+    pd = _pandas("load_results()")
+    from logitnorm_bench.metrics import METRICS
+    from logitnorm_bench.records import ResultsDir
+
+    root = Path(results)
+    if not (root / "records").is_dir():
+        raise ConfigError(f"{root}: not a results folder (no records/ in it)")
+    rows = []
+    for rec in ResultsDir(root).records():
+        row = {k: rec.get(k) for k in ("cell_id", "run_id", "status", "error", "smoke", "suite", "id_dataset",
+                                       "arch", "loss", "detector", "ood_dataset", "seed", "split", "weights")}
+        for kind in ("arch_params", "loss_params", "detector_params"):
+            for k, v in sorted((rec.get(kind) or {}).items()):
+                row[f"{kind}.{k}"] = v
+        for m in METRICS.values():
+            row[m.name] = (rec.get(m.record_key) or {}).get(m.name)
+        for k, v in sorted((rec.get("provenance") or {}).items()):
+            if not isinstance(v, (dict, list)):
+                row[f"provenance.{k}"] = v
+        row["experiments"] = ",".join(rec.get("experiments") or [])
+        row["created"] = rec.get("created")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _pandas(what: str):
+    try:
+        import pandas
+    except ImportError:
+        raise ConfigError(f"{what} returns a pandas DataFrame, and pandas is not installed; {PANDAS_HINT}") from None
+    return pandas

@@ -1,0 +1,85 @@
+"""Views of the registered datasets that a run reads through.
+
+:class:`DataSources` builds each dataset once per run and, in smoke mode, swaps in synthetic
+stand-ins; :class:`ValidationSources` serves a selection's validation data under the name "test",
+so the evaluation engine scores validation cells with the same code as test cells.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from torch.utils.data import Subset
+
+from logitnorm_bench.errors import ConfigError
+from logitnorm_bench.evaluation import sample_indices
+
+
+class DataSources:
+    """name -> DatasetSource, built once per run; smoke mode swaps in synthetic stand-ins.
+
+    The first source built is the ID dataset: OOD sets whose factory takes ``shape`` (noise, patches)
+    are built with the ID images' shape.
+    """
+
+    def __init__(self, plugins, smoke: bool):
+        self.plugins, self.smoke, self.cache = plugins, smoke, {}
+        self.id_shape = None
+
+    def __call__(self, name: str):
+        if name not in self.cache:
+            entry = self.plugins.datasets.get(name)
+            kwargs = {}
+            if self.id_shape is not None and _accepts(entry.factory, "shape"):
+                kwargs["shape"] = self.id_shape
+            source = entry.factory(**kwargs)
+            if self.smoke:
+                from logitnorm_bench.smoke import SmokeSource
+
+                source = SmokeSource(name, source)
+            if self.id_shape is None:
+                self.id_shape = tuple(source.input_shape)
+            self.cache[name] = source
+        return self.cache[name]
+
+
+class ValidationSources:
+    """Sources whose "test" split is their validation data (for a selection's validation cells).
+
+    ID: the dataset's ``val`` split, else a seeded sample of its training images (never test images);
+    OOD: the set's ``val`` split (the noise sets draw other images there than in ``test``).
+    """
+
+    def __init__(self, sources: DataSources, protocol: dict):
+        self.sources, self.protocol, self.cache = sources, protocol, {}
+
+    def __call__(self, name: str):
+        if name not in self.cache:
+            self.cache[name] = _ValidationView(self.sources(name), self.protocol)
+        return self.cache[name]
+
+
+class _ValidationView:
+    def __init__(self, source, protocol: dict):
+        self.source, self.protocol = source, protocol
+        for attr in ("num_classes", "input_shape", "mean", "std"):
+            setattr(self, attr, getattr(source, attr))
+        self.splits = tuple(source.splits)
+
+    def build(self, split: str, ctx):
+        if split != "test":
+            return self.source.build(split, ctx)
+        if "val" in self.source.splits:
+            return self.source.build("val", ctx)
+        if not self.source.num_classes:
+            raise ConfigError(f"this OOD dataset has no val split to select on (splits: {self.source.splits})")
+        train = self.source.build("train", ctx)
+        idx = sample_indices(len(train), self.protocol["id_val_samples"], self.protocol["sample_seed"] + 1)
+        return Subset(train, idx.tolist())
+
+
+def _accepts(factory, name: str) -> bool:
+    try:
+        return name in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
