@@ -17,9 +17,7 @@ import time
 from typing import Callable, Sequence
 
 import torch
-
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
+from ood_bench_paper.datasets import CIFAR_MEAN, CIFAR_STD  # the statistics the harness trains with
 
 
 def parser(description: str) -> argparse.ArgumentParser:

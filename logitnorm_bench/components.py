@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Protocol, runtime_checkable
+from typing import Any, Iterable, Iterator, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -169,4 +169,22 @@ class Detector:
 
     def score_inputs(self, model: nn.Module, x: Tensor) -> Tensor:
         raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------
+# Executors
+# --------------------------------------------------------------------------------------
+
+
+class Executor(Protocol):
+    """What an executor factory ``(**options)`` returns.
+
+    ``run`` takes work-item payloads (:meth:`logitnorm_bench.plan.WorkItem.to_payload`), runs each
+    through :func:`logitnorm_bench.worker.execute_run` wherever it likes, and yields one summary
+    dict per payload as it finishes (``run_id``, ``trained``, ``records_ok``, ``records_failed``,
+    ``error``).  An optional class attribute ``CLI_OPTIONS`` of ``(flag, option, help)`` triples
+    adds the executor's own flags to ``ood-bench run``.
+    """
+
+    def run(self, payloads: Iterable[dict]) -> Iterator[dict]: ...
 
