@@ -57,10 +57,11 @@ def run(suite, results: str | Path | None = None, *, overrides: Iterable[str] = 
     before anything runs; a failed training or cell is recorded and counted, not raised.
     """
     from logitnorm_bench.devices import check_device_spec, resolve_device
-    from logitnorm_bench.driver import OVERWRITE_MODES, ResultsLock, default_data_root, run_plan
+    from logitnorm_bench.driver import OVERWRITE_MODES, default_data_root, run_plan
     from logitnorm_bench.leaderboard import write_leaderboard
     from logitnorm_bench.params import resolve_params
     from logitnorm_bench.plugins import get_plugins
+    from logitnorm_bench.records import ResultsLock
 
     log = log or (lambda s: print(s, file=sys.stderr))
     plugins = get_plugins()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
+import traceback
 from pathlib import Path
 
 from logitnorm_bench import __version__
@@ -62,16 +65,20 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = _Parser(prog="ood-bench", description=__doc__)
     parser.add_argument("--version", action="version", version=f"ood-bench {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    # --debug also after the subcommand (`ood-bench run SUITE --debug`); SUPPRESS keeps the top level's value.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks for errors (the exit code stays the same)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("list", help="list registered components and the distributions providing them")
+    p = sub.add_parser("list", parents=[common], help="list registered components and the distributions providing them")
     p.add_argument("kind", nargs="?", choices=list(KINDS))
 
-    p = sub.add_parser("plan", help="expand a suite: unique training runs and evaluation cells")
+    p = sub.add_parser("plan", parents=[common], help="expand a suite: unique training runs and evaluation cells")
     _add_suite_args(p)
     p.add_argument("--format", choices=["table", "json"], default="table")
 
-    p = sub.add_parser("run", help="run a suite (default: the bundled quick suite); reruns do only what is missing")
+    p = sub.add_parser("run", parents=[common], help="run a suite (default: the bundled quick suite); reruns do only what is missing")
     _add_suite_args(p, optional=True)
     p.add_argument("--results", type=Path, default=None,
                    help="results folder (default: results, or results-smoke with --smoke)")
@@ -94,17 +101,27 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     if _command_of(argv) == "run":  # loading the plugins costs time: only when `run` needs their flags
         _add_executor_flags(p)
 
-    p = sub.add_parser("leaderboard", help="rebuild RESULTS/leaderboard.csv from the records")
-    p.add_argument("results", type=Path)
+    p = sub.add_parser("leaderboard", parents=[common], help="rebuild RESULTS/leaderboard.csv from the records")
+    p.add_argument("results", type=Path, help="the results folder of an ood-bench run")
+    p.add_argument("--wait", type=float, default=0,
+                   help="seconds to wait for a run holding the results folder (default: refuse)")
 
-    p = sub.add_parser("tables", help="the paper's Tables 1-9 from RESULTS beside the paper's numbers")
+    p = sub.add_parser("tables", parents=[common], help="the paper's Tables 1-9 from RESULTS beside the paper's numbers")
     p.add_argument("results", type=Path)
     p.add_argument("--format", choices=["md", "csv"], default="md")
 
-    p = sub.add_parser("report", help="figures (PNG) and one HTML page with the tables")
+    p = sub.add_parser("report", parents=[common], help="figures (PNG) and one HTML page with the tables")
     p.add_argument("results", type=Path)
     p.add_argument("--out", type=Path, default=None, help="output folder (default: RESULTS/report)")
     return parser
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so every cleanup path runs the same way."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
 
 
 def _command_of(argv: list[str] | None) -> str | None:
@@ -118,19 +135,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    # SIGTERM (kill, SLURM, Kubernetes) takes the Ctrl-C path: workers stopped, leaderboard refreshed.
+    previous = (signal.signal(signal.SIGTERM, _terminate)
+                if threading.current_thread() is threading.main_thread() else None)
     try:
         return COMMANDS[args.command](args)
     except (ConfigError, OodBenchError) as exc:
         if args.debug:
-            raise
+            traceback.print_exc()  # the traceback, but still bad input's exit code
         print(f"ood-bench: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `ood-bench plan ... | head`
         sys.stderr.close()
         return 0
+    except Terminated:
+        print("ood-bench: terminated (SIGTERM); finished records are kept, rerun to resume", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("ood-bench: interrupted; finished records are kept, rerun to resume", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def cmd_list(args) -> int:
@@ -187,12 +213,22 @@ def cmd_run(args) -> int:
     return 1 if outcome.records_failed else 0
 
 
+def _results_folder(path: Path) -> Path:
+    """A results folder to read: it exists and holds records/ (never an empty leaderboard over a full one)."""
+    if not path.is_dir():
+        raise ConfigError(f"results folder not found: {path}")
+    if not (path / "records").is_dir():
+        raise ConfigError(f"{path}: not a results folder (no records/ in it); expected the --results folder "
+                          "of an ood-bench run")
+    return path
+
+
 def cmd_leaderboard(args) -> int:
     from logitnorm_bench.leaderboard import write_leaderboard
+    from logitnorm_bench.records import ResultsLock
 
-    if not args.results.is_dir():
-        raise ConfigError(f"results folder not found: {args.results}")
-    print(write_leaderboard(args.results))
+    with ResultsLock(_results_folder(args.results), wait=args.wait):  # never over a run's newer one
+        print(write_leaderboard(args.results))
     return 0
 
 

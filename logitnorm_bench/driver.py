@@ -15,8 +15,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
-from filelock import FileLock, Timeout
-
 from logitnorm_bench.components import DataContext
 from logitnorm_bench.data_views import DataSources
 from logitnorm_bench.errors import ConfigError
@@ -38,32 +36,14 @@ def pending_work(plan: Plan, results: ResultsDir, overwrite: str) -> list[tuple[
 
 
 
-class ResultsLock:
-    """One ``ood-bench run`` per results folder: a second one refuses with a clear message."""
-
-    def __init__(self, root: Path, wait: float = 0):
-        root.mkdir(parents=True, exist_ok=True)
-        self.path = root / ".ood-bench.lock"
-        self.lock = FileLock(str(self.path))
-        self.wait = wait
-
-    def __enter__(self):
-        try:
-            self.lock.acquire(timeout=self.wait)
-        except Timeout:
-            raise ConfigError(f"results folder {self.path.parent} is in use by another ood-bench run "
-                              f"(lock {self.path}); wait for it to finish or use another --results") from None
-        return self
-
-    def __exit__(self, *exc):
-        self.lock.release()
-
-
 def run_plan(plan: Plan, results_root: Path, data_root: Path, device: str, overwrite: str,
              executor: str = "local", executor_options: dict | None = None,
              download: bool = True, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict:
     """Run what is missing of ``plan``, then of its selections; returns counts.  Caller holds the lock."""
     results = ResultsDir(results_root)
+    removed = results.remove_temp_files()  # what a killed write left behind; we hold the lock
+    if removed:
+        log(f"removed {removed} temporary file(s) left by an interrupted run")
     jobs = pending_work(plan, results, overwrite)
     n_cells = sum(len(c) for _, c in jobs)
     log(f"{plan.suite}: {len(plan.runs)} training run(s), {len(plan.cells)} evaluation cell(s)"

@@ -62,9 +62,27 @@ def _tracked_call(payload: dict, fn: WorkFn | None, marker: str) -> dict:
     return _call(payload, fn)
 
 
-def _init_worker(threads: int, devices: list[str] | None = None, counter=None) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: the kernel sends this worker SIGTERM when its parent dies, even by SIGKILL, so no
+    orphaned worker keeps training and writing into a results folder nobody holds the lock of."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the parent's own cleanup (_stop_pool) still applies
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _init_worker(threads: int, devices: list[str] | None = None, counter=None, parent_pid: int = 0) -> None:
     global _WORKER_DEVICE
     import torch
+
+    if parent_pid:
+        _die_with_parent(parent_pid)
 
     torch.set_num_threads(threads)
     if devices and counter is not None:
@@ -158,7 +176,7 @@ class LocalExecutor:
         threads = max(1, _usable_cpus() // workers)
         counter = ctx.Value("i", 0) if self.devices else None
         return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                                   initargs=(threads, self.devices or None, counter))
+                                   initargs=(threads, self.devices or None, counter, os.getpid()))
 
     def _run_pool(self, payloads: list[dict]) -> Iterator[dict]:
         todo = list(range(len(payloads)))  # indices still to run, in plan order

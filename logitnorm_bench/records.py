@@ -15,11 +15,15 @@ kill at any point leaves either the old file or the new one, never half of one.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import math
 import os
 import platform
 import subprocess
+import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -27,8 +31,25 @@ from typing import Any, Callable, Iterator
 import torch
 
 import logitnorm_bench
+from logitnorm_bench.errors import ConfigError
 
 RECORD_SCHEMA = 1
+LOCK_NAME = ".ood-bench.lock"
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+# Files are created with the process's umask, as open() would: mkstemp's 0600 would make a shared
+# results folder unreadable to the group.
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 class RecordError(ValueError):
@@ -112,17 +133,20 @@ class Record:
         for name in ("arch_params", "loss_params", "detector_params"):
             if not isinstance(data.get(name, {}), dict):
                 raise RecordError(f"field '{name}': expected a mapping")
-        if data["status"] == "ok" and not (isinstance(data.get("metrics"), dict)
-                                           and isinstance(data.get("run_metrics"), dict)):
-            raise RecordError("an ok record without metrics and run_metrics")
+        if data["status"] == "ok":
+            _check_metric_values(data)
         return cls(**data)
+
+
+TMP_SUFFIX = ".tmp"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -175,6 +199,26 @@ def load_state_or_set_aside(path: Path, warn: Callable[[str], None], map_locatio
         return None
 
 
+def _check_metric_values(data: dict) -> None:
+    """An ok record's metrics: a file that parses but lies (a string, NaN, FPR95 = 7) is not a result."""
+    from logitnorm_bench.metrics import METRICS
+
+    for where in ("metrics", "run_metrics"):
+        if not isinstance(data.get(where), dict):
+            raise RecordError(f"an ok record without '{where}'")
+    if not all(name in data["metrics"] for name, m in METRICS.items() if m.scope == "cell"
+               and name in ("fpr95", "auroc")):
+        raise RecordError("an ok record without fpr95 and auroc")
+    for name, m in METRICS.items():
+        value = data[m.record_key].get(name)
+        if value is None:
+            continue  # a metric added to the catalogue after the record was written
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise RecordError(f"{m.record_key}.{name} = {value!r}: expected a finite number")
+        if m.percent and not 0.0 <= value <= 1.0:
+            raise RecordError(f"{m.record_key}.{name} = {value!r}: expected a fraction in [0, 1]")
+
+
 class ResultsDir:
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -189,27 +233,131 @@ class ResultsDir:
     def run_dir(self, run_id: str) -> Path:
         return self.root / "runs" / run_id
 
-    def read_record(self, cell_id: str) -> dict | None:
-        return read_json(self.record_path(cell_id))
+    def read_record(self, cell_id: str, *, run_id: str | None = None,
+                    warn: Callable[[str], None] = _warn) -> dict | None:
+        """The trusted record of ``cell_id``, or None (absent, or set aside: then it is recomputed).
+
+        Trusted means: valid JSON, a record of the current schema with the right fields and values
+        (:meth:`Record.from_json`), filed under its own cell id, and (``run_id`` given, as the plan
+        has it) made by that training run.  Anything else is renamed ``<cell_id>.json.invalid`` with
+        one warning line, so the cell is computed again instead of silently missing.  Call it only
+        while holding the results folder's lock.
+        """
+        path = self.record_path(cell_id)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            return self._set_aside(path, f"unreadable ({type(exc).__name__})", warn)
+        try:
+            data = json.loads(text)
+            Record.from_json(data)
+        except json.JSONDecodeError as exc:
+            return self._set_aside(path, f"not valid JSON ({exc.msg} at line {exc.lineno})", warn)
+        except RecordError as exc:
+            return self._set_aside(path, f"not a valid record ({exc})", warn)
+        if data["cell_id"] != cell_id:
+            return self._set_aside(path, f"holds the record of another cell ({data['cell_id']})", warn)
+        prov = data.get("provenance") or {}
+        if run_id is not None and (data["run_id"] != run_id or prov.get("config_hash", run_id) != run_id
+                                   or prov.get("cell_hash", cell_id) != cell_id):
+            return self._set_aside(path, f"was made by another training run ({data['run_id']}, not {run_id})",
+                                   warn)
+        return data
+
+    @staticmethod
+    def _set_aside(path: Path, why: str, warn: Callable[[str], None]) -> None:
+        bad = path.with_name(path.name + ".invalid")
+        try:
+            os.replace(path, bad)
+        except OSError:
+            pass  # a read-only folder: the record is still ignored
+        warn(f"record {path.name} {why}; moved to {bad.name}, computing that cell again")
+        return None
+
+    def remove_temp_files(self) -> int:
+        """Remove what a killed atomic write left (``.NAME.*.tmp``); only while holding the lock."""
+        n = 0
+        for tmp in self.root.rglob(f".*{TMP_SUFFIX}"):
+            try:
+                tmp.unlink()
+                n += 1
+            except OSError:
+                pass
+        return n
 
     def write_record(self, record: Record) -> None:
         atomic_write_json(self.record_path(record.cell_id), record.to_json())
 
-    def records(self) -> Iterator[dict]:
-        """Every readable record, as its JSON mapping; unreadable ones, and a record filed under another
-        cell's name, are skipped (and redone by the next run)."""
+    def records(self, warn: Callable[[str], None] = _warn) -> Iterator[dict]:
+        """Every trusted record, as its JSON mapping.  An untrusted file (see :meth:`read_record`) is
+        skipped with one warning line; the next ``run`` sets it aside and recomputes the cell."""
         if not self.records_dir.is_dir():
             return
         for path in sorted(self.records_dir.glob("*.json")):
             rec = read_json(path)
-            if rec is not None and rec.get("cell_id") == path.stem:
-                yield rec
+            try:
+                Record.from_json(rec)
+            except RecordError as exc:
+                warn(f"record {path.name} is not a valid record ({exc}); left out (the next run recomputes it)")
+                continue
+            if rec["cell_id"] != path.stem:
+                warn(f"record {path.name} holds the record of another cell; left out (the next run "
+                     "recomputes it)")
+                continue
+            yield rec
 
     def read_run(self, run_id: str) -> dict | None:
         return read_json(self.run_dir(run_id) / "run.json")
 
     def write_run(self, run_id: str, info: dict) -> None:
         atomic_write_json(self.run_dir(run_id) / "run.json", info)
+
+
+class ResultsLock:
+    """The results folder's lock (``.ood-bench.lock``): exclusive for a run and for commands that
+    write into the folder (``leaderboard``, ``report``), shared for readers (``tables``).
+
+    A second holder is refused with one line (exit 2) unless ``wait`` seconds are given to wait.
+    The lock file is never followed through a symbolic link.
+    """
+
+    def __init__(self, root: str | Path, wait: float = 0, shared: bool = False):
+        self.root, self.wait, self.shared = Path(root), wait, shared
+        self.path = self.root / LOCK_NAME
+        self.fd: int | None = None
+
+    def __enter__(self) -> "ResultsLock":
+        import fcntl
+
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), _FILE_MODE)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ConfigError(f"{self.path} is a symbolic link; expected the results folder's own lock "
+                                  "file (remove the link)") from None
+            raise ConfigError(f"results folder {self.root}: cannot open its lock file ({exc.strerror})") from None
+        mode = fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX
+        deadline = time.monotonic() + max(0.0, self.wait)
+        while True:
+            try:
+                fcntl.flock(self.fd, mode | fcntl.LOCK_NB)
+                return self
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(self.fd)
+                    self.fd = None
+                    raise ConfigError(f"results folder {self.root} is in use by another ood-bench run (lock "
+                                      f"{self.path}); wait for it to finish, pass --wait SECONDS, or use another "
+                                      "--results") from None
+                time.sleep(0.1)
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the flock
+            self.fd = None
 
 
 _GIT: str | None | bool = False

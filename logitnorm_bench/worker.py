@@ -33,7 +33,7 @@ from logitnorm_bench.weights import load_given_weights
 def cell_needs_work(results: ResultsDir, cell: EvaluationCell, overwrite: str) -> bool:
     if overwrite == "always":
         return True
-    rec = results.read_record(cell.cell_id)
+    rec = results.read_record(cell.cell_id, run_id=cell.run_id)
     if rec is None:
         return True
     # A failed cell is not a result: only-missing retries it, never leaves it.

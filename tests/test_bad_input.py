@@ -253,13 +253,17 @@ def test_good_suite_is_good(tmp_path, capsys):
     assert "1 unique training runs, 1 evaluation cells" in out
 
 
-def test_debug_shows_the_exception(tmp_path):
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_shows_the_traceback_and_keeps_exit_code_2(tmp_path, capsys, where):
+    # Issue 12 item 8: --debug used to re-raise, turning bad input's exit 2 into 1; and it only
+    # worked before the subcommand although the README showed `run ... --debug`.
     path = tmp_path / "my-suite.yaml"
     path.write_text(doc(_train("epochs", 0)))
-    from logitnorm_bench.errors import ConfigError
-
-    with pytest.raises(ConfigError):
-        cli.main(["--debug", "plan", str(path)])
+    args = ["--debug", "plan", str(path)] if where == "before" else ["plan", str(path), "--debug"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "ConfigError" in err
+    assert err.rstrip().splitlines()[-1].startswith("ood-bench: error: ") and "train.epochs" in err
 
 
 def test_error_file_name_relative(tmp_path, capsys, monkeypatch):
