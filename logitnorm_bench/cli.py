@@ -11,12 +11,16 @@ import traceback
 from pathlib import Path
 
 from logitnorm_bench import __version__
-from logitnorm_bench.errors import ConfigError, OodBenchError
+from logitnorm_bench.errors import ConfigError, OodBenchError, one_line
 from logitnorm_bench.plugins import KINDS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The bundled suites live in the repository's suites/ (an editable install, as the README's commands do).
 QUICK_SUITE = REPO_ROOT / "suites" / "quick.yaml"
+
+
+DESCRIPTION = ("Benchmark OOD detectors: run a suite's grid, rebuild its leaderboard, tables and report. "
+               "Exit codes: 0 all good, 1 some cell failed, 2 bad input.")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,7 +66,7 @@ def _executor_flags(args) -> dict[str, str]:
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    parser = _Parser(prog="ood-bench", description=__doc__)
+    parser = _Parser(prog="ood-bench", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"ood-bench {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     # --debug also after the subcommand (`ood-bench run SUITE --debug`); SUPPRESS keeps the top level's value.
@@ -72,7 +76,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("list", parents=[common], help="list registered components and the distributions providing them")
-    p.add_argument("kind", nargs="?", choices=list(KINDS))
+    p.add_argument("kind", nargs="?", choices=list(KINDS), help="one kind of component (default: all)")
 
     p = sub.add_parser("plan", parents=[common], help="expand a suite: unique training runs and evaluation cells")
     _add_suite_args(p)
@@ -107,11 +111,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                    help="seconds to wait for a run holding the results folder (default: refuse)")
 
     p = sub.add_parser("tables", parents=[common], help="the paper's Tables 1-9 from RESULTS beside the paper's numbers")
-    p.add_argument("results", type=Path)
+    p.add_argument("results", type=Path, help="the results folder of an ood-bench run")
     p.add_argument("--format", choices=["md", "csv"], default="md")
 
     p = sub.add_parser("report", parents=[common], help="figures (PNG) and one HTML page with the tables")
-    p.add_argument("results", type=Path)
+    p.add_argument("results", type=Path, help="the results folder of an ood-bench run")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: RESULTS/report)")
     return parser
 
@@ -143,11 +147,18 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OodBenchError) as exc:
         if args.debug:
             traceback.print_exc()  # the traceback, but still bad input's exit code
-        print(f"ood-bench: error: {exc}", file=sys.stderr)
+        print(f"ood-bench: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `ood-bench plan ... | head`
         sys.stderr.close()
         return 0
+    except OSError as exc:  # a read-only or full results folder, an --out under a file: one line
+        if args.debug:
+            traceback.print_exc()
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(one_line(f"ood-bench: error: {where}{exc.strerror or exc}; finished records are kept"),
+              file=sys.stderr)
+        return 2
     except Terminated:
         print("ood-bench: terminated (SIGTERM); finished records are kept, rerun to resume", file=sys.stderr)
         return 143
@@ -206,8 +217,12 @@ def cmd_run(args) -> int:
     outcome = api.run(args.suite, args.results, overrides=args.overrides, smoke=args.smoke, data=args.data,
                       device=args.device, overwrite=args.overwrite, executor=args.executor,
                       executor_options=options, download=not args.no_download, wait=args.wait)
-    print(f"{outcome.suite}: trained {outcome.trained} run(s); {outcome.records_ok} record(s) ok, "
-          f"{outcome.records_failed} failed in {outcome.seconds:.1f}s; leaderboard: {outcome.leaderboard}")
+    if outcome.runs_to_do == 0:
+        print(f"{outcome.suite}: nothing left to do, every cell has its record; leaderboard: {outcome.leaderboard}")
+    else:
+        print(f"{outcome.suite}: trained {outcome.trained} run(s); {outcome.records_ok} record(s) ok, "
+              f"{outcome.records_failed} failed in {outcome.seconds:.1f}s; leaderboard: {outcome.leaderboard}")
+    print(f"next: ood-bench tables {outcome.results}   ood-bench report {outcome.results}")
     if args.smoke:
         print("SMOKE MODE: synthetic stand-in data; these numbers mean nothing.")
     return 1 if outcome.records_failed else 0

@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import unicodedata
+
+
+def one_line(text: str) -> str:
+    """``text`` with newlines and other control characters escaped: a message stays one line even when
+    it quotes a name or a value that holds them."""
+    return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) == "Cc" else ch
+                   for ch in str(text))
+
 
 class OodBenchError(Exception):
     """Base class of the harness's own errors."""
@@ -13,7 +22,7 @@ class ConfigError(OodBenchError):
     def __init__(self, message: str, *, file: str | None = None, key: str | None = None):
         self.file, self.key = file, key
         where = ":".join(p for p in (file, key) if p)
-        super().__init__(f"{where}: {message}" if where else message)
+        super().__init__(one_line(f"{where}: {message}" if where else message))
 
 
 class UnknownNameError(ConfigError):

@@ -29,7 +29,7 @@ def test_quick_suite_trains_every_loss_well_above_chance(tmp_path, capsys):
     assert all(r["n_seeds"] == "3" for r in rows)
     capsys.readouterr()
     assert main(["run", "--results", str(results)]) == 0
-    assert "trained 0 run(s); 0 record(s) ok" in capsys.readouterr().out
+    assert "nothing left to do, every cell has its record" in capsys.readouterr().out  # issue 12 item 21
 
 
 def test_paper_smoke_fills_every_cell_of_tables_1_to_9(tmp_path, capsys):
