@@ -532,7 +532,14 @@ def check_names(suite: Suite, plugins) -> None:
     built: set[tuple] = set()
 
     def resolve(c: Combo, key: str) -> Combo:
-        if c.weights and not c.weights.startswith("pytorch-ood:") and not Path(c.weights).expanduser().is_file():
+        from logitnorm_bench.weights import ZOO_PREFIX, check_zoo_weights
+
+        if c.weights and c.weights.startswith(ZOO_PREFIX):
+            try:
+                check_zoo_weights(c.weights, id_dataset=c.id_dataset, arch=c.arch, loss=c.loss)
+            except ConfigError as exc:
+                raise ConfigError(str(exc), file=suite.path, key=f"{key}.weights") from None
+        elif c.weights and not Path(c.weights).expanduser().is_file():
             raise ConfigError(f"weights file not found: {c.weights!r}", file=suite.path, key=f"{key}.weights")
         out = {}
         for kind, name_key, params_key in (("datasets", "id_dataset", None), ("datasets", "ood_dataset", None),

@@ -83,8 +83,9 @@ def execute(item: WorkItem) -> dict:
             model = build_model(plugins, run.arch, run.arch_params, loss_fn, id_source, run.seed)
             model_path = run_dir / "model.pt"
             if run.weights:
-                load_given_weights(model, run.weights)
-                info.update(status="given_weights", weights=run.weights)
+                applied = load_given_weights(model, run.weights)
+                info.update(base, status="given_weights", weights=run.weights, weights_applied=applied)
+                results.write_run(run.run_id, info)
             elif (item.overwrite != "always" and info.get("status") == "trained"
                   and (state := load_state_or_set_aside(model_path, progress)) is not None):
                 model.load_state_dict(state)
