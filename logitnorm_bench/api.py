@@ -48,10 +48,12 @@ class RunOutcome:
 def run(suite, results: str | Path | None = None, *, overrides: Iterable[str] = (), smoke: bool = False,
         data: str | Path | None = None, device: str = "auto", overwrite: str = "only-missing",
         executor: str = "local", executor_options: dict | None = None, download: bool = True,
-        wait: float = 0, log: Callable[[str], None] | None = None) -> RunOutcome:
+        wait: float = 0, threads: int | None = None, log: Callable[[str], None] | None = None) -> RunOutcome:
     """Run what is missing of ``suite`` (a bundled suite's name, a YAML path, a mapping with a suite
     file's content, or a loaded ``Suite``).
 
+    ``threads``: torch threads per training run; None (auto) gives a small model one thread and a
+    large one the cores this process or worker has (see ``worker.choose_threads``).
     Records go to ``results/records/``, the leaderboard to ``results/leaderboard.csv`` (rebuilt even
     when the run is interrupted).  Bad input raises :class:`~logitnorm_bench.errors.ConfigError`
     before anything runs; a failed training or cell is recorded and counted, not raised.
@@ -73,13 +75,16 @@ def run(suite, results: str | Path | None = None, *, overrides: Iterable[str] = 
     options = dict(executor_options or {})
     # Checked now (name, option names), built later: building an executor may start a cluster.
     resolve_params(plugins.executors.get(executor), options, key="--executor-option")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"--threads {threads!r}: expected a positive integer or auto")
     results = Path(results) if results is not None else Path("results-smoke" if smoke else "results")
     _check_writable(results)
     t0 = time.perf_counter()
     with ResultsLock(results, wait=wait):
         try:
             counts = run_plan(plan, results, Path(data) if data is not None else default_data_root(), device,
-                              overwrite, executor=executor, executor_options=options, download=download, log=log)
+                              overwrite, executor=executor, executor_options=options, download=download, log=log,
+                              threads=threads)
         finally:
             board = write_leaderboard(results)  # also after an interrupt: nothing computed is lost
     return RunOutcome(suite=suite_obj.name, results=results, leaderboard=board, trained=counts["trained"],

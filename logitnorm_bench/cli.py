@@ -102,6 +102,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                    "(value read as YAML; repeatable)")
     p.add_argument("--wait", type=float, default=0,
                    help="seconds to wait for another run holding the results folder (default: refuse)")
+    p.add_argument("--threads", default="auto", metavar="N|auto",
+                   help="torch threads per training run (default auto: 1 for a small model, else the cores "
+                        "available to each worker); recorded in every record")
     if _command_of(argv) == "run":  # loading the plugins costs time: only when `run` needs their flags
         _add_executor_flags(p)
 
@@ -214,9 +217,15 @@ def cmd_run(args) -> int:
     for item in args.executor_options:
         key, value = parse_override(item)
         options[key] = value
+    threads = None
+    if args.threads != "auto":
+        try:
+            threads = int(args.threads)
+        except ValueError:
+            raise ConfigError(f"--threads {args.threads!r}: expected a positive integer or auto") from None
     outcome = api.run(args.suite, args.results, overrides=args.overrides, smoke=args.smoke, data=args.data,
                       device=args.device, overwrite=args.overwrite, executor=args.executor,
-                      executor_options=options, download=not args.no_download, wait=args.wait)
+                      executor_options=options, download=not args.no_download, wait=args.wait, threads=threads)
     if outcome.runs_to_do == 0:
         print(f"{outcome.suite}: nothing left to do, every cell has its record; leaderboard: {outcome.leaderboard}")
     else:

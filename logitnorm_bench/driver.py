@@ -38,7 +38,8 @@ def pending_work(plan: Plan, results: ResultsDir, overwrite: str) -> list[tuple[
 
 def run_plan(plan: Plan, results_root: Path, data_root: Path, device: str, overwrite: str,
              executor: str = "local", executor_options: dict | None = None,
-             download: bool = True, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict:
+             download: bool = True, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+             threads: int | None = None) -> dict:
     """Run what is missing of ``plan``, then of its selections; returns counts.  Caller holds the lock."""
     results = ResultsDir(results_root)
     removed = results.remove_temp_files()  # what a killed write left behind; we hold the lock
@@ -74,7 +75,8 @@ def run_plan(plan: Plan, results_root: Path, data_root: Path, device: str, overw
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"--executor {executor}: {exc}") from None
         payloads = [WorkItem(run, cells, str(results_root), str(data_root), device, overwrite, index=i + 1,
-                             total=len(jobs), download=download, suite_name=plan.suite).to_payload()
+                             total=len(jobs), download=download, suite_name=plan.suite,
+                             threads=threads).to_payload()
                     for i, (run, cells) in enumerate(jobs)]
         for summary in exe.run(payloads):
             counts["trained"] += bool(summary.get("trained"))

@@ -75,6 +75,7 @@ class WorkItem:
     total: int = 1
     download: bool = True
     suite_name: str = ""
+    threads: int | None = None  #: torch threads for the run; None = auto (worker.choose_threads)
 
     def to_payload(self) -> dict:
         payload = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

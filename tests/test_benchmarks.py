@@ -137,3 +137,12 @@ def test_augment_equals_per_image_reference(padding, hflip):
     replay = torch.Generator()
     replay.set_state(state)
     assert torch.equal(got, fpc.reference_augment(x, padding, *fpc.draws(replay, 9, padding, hflip)))
+
+
+@pytest.mark.slow
+def test_thread_contention_tiny(capsys):
+    code, out = run_tiny("thread_contention", capsys, "--busy", "1")
+    assert code == 0
+    check_common(out)
+    assert set(targets(out)) == {"auto busy / auto idle", "auto idle / old default idle"}
+    assert len(table_rows(out, "idle")) == 1 and len(table_rows(out, "1 busy")) == 1

@@ -85,3 +85,26 @@ def test_report_out_under_a_file_is_one_line(tmp_path, capsys, tiny_suite, debug
     err = capsys.readouterr().err
     assert re.search(r"^ood-bench: error: .*afile.*Not a directory", err, re.M), err
     assert ("Traceback" in err) == bool(debug)
+
+
+@pytest.mark.parametrize("threads,expected", [(None, 1), ("2", 2)])
+def test_threads_auto_gives_a_small_model_one_thread_and_is_recorded(tmp_path, tiny_suite, threads, expected):
+    import torch
+
+    from logitnorm_bench.records import ResultsDir
+
+    suite = tiny_suite(tmp_path / "t.yaml", epochs=1, loss=["ce"], detector=["msp"])
+    results = tmp_path / "r"
+    before = torch.get_num_threads()
+    extra = ["--threads", threads] if threads else []
+    assert main(["run", str(suite), "--results", str(results), "--device", "cpu", *extra]) == 0
+    (rec,) = ResultsDir(results).records()
+    assert rec["provenance"]["torch_threads"] == expected
+    assert torch.get_num_threads() == before  # the process's own count is restored
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
+def test_bad_threads_is_one_line(value, tmp_path, tiny_suite, capsys):
+    suite = tiny_suite(tmp_path / "t.yaml")
+    assert main(["run", str(suite), "--results", str(tmp_path / "r"), "--threads", value]) == 2
+    assert "--threads" in _one_line(capsys)
