@@ -1,6 +1,6 @@
 """Component parameters resolved against the factory's signature.
 
-Filling in the factory's defaults makes ``logitnorm`` and ``logitnorm`` with ``{tau: 0.04}`` the same
+Filling in the factory's defaults makes a loss ``l`` and ``l`` with ``{tau: 0.04}`` (its default) the same
 training run (one hash), and lets an unknown parameter fail before anything runs.
 """
 

@@ -58,7 +58,7 @@ def execute_run(**payload) -> dict:
 
 
 # Below this many parameters a model gains nothing from intra-op threads, and loses much when other
-# processes compete for the cores (a digits MLP: 6.1 s with 1 thread vs 8.7 s with 2 idle; 20 s vs 80 s
+# processes compete for the cores (a 10k-parameter MLP: 6.1 s with 1 thread vs 8.7 s with 2 idle; 20 s vs 80 s
 # beside two busy processes), so ``threads: auto`` gives it one thread.
 SMALL_MODEL_PARAMETERS = 1_000_000
 
