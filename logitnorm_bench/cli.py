@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -11,9 +12,8 @@ from logitnorm_bench import __version__
 from logitnorm_bench.errors import ConfigError, OodBenchError
 from logitnorm_bench.plugins import KINDS
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-# The bundled suites live in the repository's suites/ (an editable install, as the README's commands do).
-QUICK_SUITE = REPO_ROOT / "suites" / "quick.yaml"
+# A registered suite name (the bundled suites ship in the package: ``ood-bench list suites``).
+DEFAULT_SUITE = "quick"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -24,8 +24,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_suite_args(p: argparse.ArgumentParser, optional: bool = False) -> None:
-    p.add_argument("suite", nargs="?" if optional else None, default=None if not optional else str(QUICK_SUITE),
-                   help="suite YAML file" + (f" (default: the bundled quick suite, {QUICK_SUITE.name})" if optional else ""))
+    p.add_argument("suite", nargs="?" if optional else None, default=DEFAULT_SUITE if optional else None,
+                   help="a suite name (see: ood-bench list suites) or a suite YAML file"
+                        + (f" (default: {DEFAULT_SUITE})" if optional else ""))
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a suite value, e.g. --set train.epochs=1 (repeatable)")
     p.add_argument("--smoke", action="store_true",
@@ -118,6 +119,7 @@ def _load(args):
     from logitnorm_bench.plugins import get_plugins
     from logitnorm_bench.suite import load_suite
 
+    load_suite(args.suite, args.overrides)  # the file's own checks first: a bad one fails before plugins load torch
     plugins = get_plugins()
     suite = load_suite(args.suite, args.overrides, plugins)
     if args.smoke:
@@ -149,6 +151,8 @@ def cmd_run(args) -> int:
     from logitnorm_bench.params import resolve_params
     from logitnorm_bench.suite import parse_override
 
+    if not (math.isfinite(args.wait) and args.wait >= 0):
+        raise ConfigError(f"--wait {args.wait:g}: expected a non-negative, finite number of seconds")
     plugins, suite, plan = _load(args)
     if args.executor == "local":
         resolve_device(args.device)  # bad --device is bad input: fail before anything runs
