@@ -11,6 +11,7 @@ See docs/api.md for runnable examples.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -62,12 +63,15 @@ def run(suite, results: str | Path | None = None, *, overrides: Iterable[str] = 
     from logitnorm_bench.driver import OVERWRITE_MODES, default_data_root, run_plan
     from logitnorm_bench.leaderboard import write_leaderboard
     from logitnorm_bench.params import resolve_params
+    from logitnorm_bench.plan import load_plan
     from logitnorm_bench.plugins import get_plugins
     from logitnorm_bench.records import ResultsLock
 
     log = log or (lambda s: print(s, file=sys.stderr))
+    suite_obj, plan = load_plan(suite, overrides=overrides, smoke=smoke)  # before plugins: bad files fail fast
     plugins = get_plugins()
-    suite_obj, plan = load_plan(suite, overrides=overrides, smoke=smoke, plugins=plugins)
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not (math.isfinite(wait) and wait >= 0):
+        raise ConfigError(f"--wait {wait:g}: expected a non-negative, finite number of seconds")
     if overwrite not in OVERWRITE_MODES:
         raise ConfigError(f"overwrite {overwrite!r}: expected one of {', '.join(OVERWRITE_MODES)}")
     # A bad device is bad input before anything runs; workers elsewhere (Ray) check availability themselves.
@@ -91,28 +95,6 @@ def run(suite, results: str | Path | None = None, *, overrides: Iterable[str] = 
                       records_ok=counts["records_ok"], records_failed=counts["records_failed"],
                       runs_to_do=counts["runs"], seconds=counts.get("seconds", time.perf_counter() - t0),
                       smoke=smoke, counts=counts)
-
-
-def load_plan(suite, *, overrides: Iterable[str] = (), smoke: bool = False, plugins=None):
-    """(suite, plan) for a suite name, path, mapping or ``Suite``; validated against the registries."""
-    from logitnorm_bench.plan import make_plan
-    from logitnorm_bench.plugins import get_plugins
-    from logitnorm_bench.suite import Suite, check_names, load_suite, parse_suite
-
-    plugins = plugins or get_plugins()
-    if isinstance(suite, Suite):
-        if overrides:
-            raise ConfigError("overrides apply to a suite file, name or mapping, not to a loaded Suite")
-        check_names(suite, plugins)
-    elif isinstance(suite, dict):
-        suite = parse_suite(suite, "(suite mapping)", list(overrides), plugins)
-    else:
-        suite = load_suite(suite, list(overrides), plugins)
-    if smoke:
-        from logitnorm_bench.smoke import smoke_suite
-
-        suite = smoke_suite(suite)
-    return suite, make_plan(suite, plugins, smoke=smoke)
 
 
 def _check_writable(results: Path) -> None:

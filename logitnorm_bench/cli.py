@@ -14,9 +14,8 @@ from logitnorm_bench import __version__
 from logitnorm_bench.errors import ConfigError, OodBenchError, one_line
 from logitnorm_bench.plugins import KINDS
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-# The bundled suites live in the repository's suites/ (an editable install, as the README's commands do).
-QUICK_SUITE = REPO_ROOT / "suites" / "quick.yaml"
+# A registered suite name (the bundled suites ship in the package: ``ood-bench list suites``).
+DEFAULT_SUITE = "quick"
 
 
 DESCRIPTION = ("Benchmark OOD detectors: run a suite's grid, rebuild its leaderboard, tables and report. "
@@ -31,8 +30,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_suite_args(p: argparse.ArgumentParser, optional: bool = False) -> None:
-    p.add_argument("suite", nargs="?" if optional else None, default=None if not optional else str(QUICK_SUITE),
-                   help="suite YAML file" + (f" (default: the bundled quick suite, {QUICK_SUITE.name})" if optional else ""))
+    p.add_argument("suite", nargs="?" if optional else None, default=DEFAULT_SUITE if optional else None,
+                   help="a suite name (see: ood-bench list suites) or a suite YAML file"
+                        + (f" (default: {DEFAULT_SUITE})" if optional else ""))
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a suite value, e.g. --set train.epochs=1 (repeatable)")
     p.add_argument("--smoke", action="store_true",
@@ -186,7 +186,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from logitnorm_bench.api import load_plan
+    from logitnorm_bench.plan import load_plan
 
     suite, plan = load_plan(args.suite, overrides=args.overrides, smoke=args.smoke)
     if args.format == "json":

@@ -12,8 +12,9 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
+from logitnorm_bench.errors import ConfigError
 from logitnorm_bench.suite import Combo, Suite, TrainRecipe, check_names, recipe_dict
 
 EVAL_HASHED = ("ood_samples", "sample_seed", "id_val_samples", "calibration_bins")
@@ -195,3 +196,26 @@ def make_plan(suite: Suite, plugins, smoke: bool = False) -> Plan:
                 if all(t.cell_id != test_cell.cell_id for t in tests):
                     tests.append(test_cell)
     return Plan(suite.name, list(runs.values()), list(cells.values()), list(groups.values()))
+
+
+def load_plan(suite, *, overrides: Iterable[str] = (), smoke: bool = False, plugins=None):
+    """(suite, plan) for a suite name, path, mapping or ``Suite``; validated against the registries."""
+    from logitnorm_bench.plugins import get_plugins
+    from logitnorm_bench.suite import Suite, check_names, load_suite, parse_suite
+
+    if not isinstance(suite, (Suite, dict)):
+        load_suite(suite, list(overrides))  # the file's own checks first: a bad one fails before plugins load
+    plugins = plugins or get_plugins()
+    if isinstance(suite, Suite):
+        if overrides:
+            raise ConfigError("overrides apply to a suite file, name or mapping, not to a loaded Suite")
+        check_names(suite, plugins)
+    elif isinstance(suite, dict):
+        suite = parse_suite(suite, "(suite mapping)", list(overrides), plugins)
+    else:
+        suite = load_suite(suite, list(overrides), plugins)
+    if smoke:
+        from logitnorm_bench.smoke import smoke_suite
+
+        suite = smoke_suite(suite)
+    return suite, make_plan(suite, plugins, smoke=smoke)

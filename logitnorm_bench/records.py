@@ -324,6 +324,8 @@ class ResultsLock:
     """
 
     def __init__(self, root: str | Path, wait: float = 0, shared: bool = False):
+        if not (math.isfinite(wait) and wait >= 0):
+            raise ConfigError(f"--wait {wait:g}: expected a non-negative, finite number of seconds")
         self.root, self.wait, self.shared = Path(root), wait, shared
         self.path = self.root / LOCK_NAME
         self.fd: int | None = None

@@ -24,6 +24,31 @@ Every error is one line ``FILE:KEY.PATH: got VALUE; expected ...``.  The format:
 Matrix keys: ``id_dataset arch arch_params loss loss_params detector detector_params ood_dataset
 seed weights``.  ``*_params`` are mappings of the component's parameters; ``weights`` evaluates given
 weights (a checkpoint path) instead of training.
+
+A suite is named by a path or by a registered name (``register_suites``; the bundled ones are the
+plugin ``ood_bench_suites``, i.e. the repository's ``suites/``): :func:`load_suite` takes either.
+
+**extends.**  ``extends: paper`` (a registered name) or ``extends: base.yaml`` (a path, relative to
+the extending file) makes a suite start from another one:
+
+- ``suite``, ``version`` and ``description`` are the child's own (``suite`` is still required);
+- ``defaults`` are deep-merged: mappings merge key by key, the child's values win, lists are replaced;
+- ``experiments`` are merged by name: the parent's come first, in order, then the child's new ones.
+  A child experiment named like a parent's extends it: ``matrix`` keys and ``select`` are replaced,
+  ``train`` and ``evaluation`` deep-merged, and ``include`` / ``exclude`` entries appended after the
+  parent's (a later include entry overwrites what an earlier one added, so it can change a
+  parameter the parent set).  ``NAME: null`` drops the parent's experiment ``NAME``;
+- ``inherit: [defaults]`` takes the parent's recipe but none of its experiments (the default is
+  ``[defaults, experiments]``).
+
+A parent is a suite in its own right and is validated on its own first, so an error inside it names
+its file.  Chains are at most ``MAX_EXTENDS_DEPTH`` deep and may not loop.  ``--set`` applies to the
+result.
+
+**Limits**, so that a small file cannot exhaust memory or time (each is a one-line error):
+YAML expanded (every alias written out) beyond ``MAX_YAML_SIZE`` nodes plus scalar characters or
+nested beyond ``MAX_YAML_DEPTH`` levels, and a suite whose experiments expand to more than
+``MAX_COMBINATIONS`` combinations (counted before expanding).
 """
 
 from __future__ import annotations
@@ -32,6 +57,7 @@ import copy
 import dataclasses
 import difflib
 import itertools
+import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -44,6 +70,14 @@ from logitnorm_bench.errors import ConfigError
 MATRIX_KEYS = ("id_dataset", "arch", "arch_params", "loss", "loss_params", "detector",
                "detector_params", "ood_dataset", "seed", "weights")
 REQUIRED_KEYS = ("id_dataset", "arch", "loss", "detector", "ood_dataset", "seed")
+TOP_KEYS = ("suite", "version", "description", "defaults", "experiments")
+INHERITABLE = ("defaults", "experiments")  #: what ``inherit:`` may list
+
+MAX_EXTENDS_DEPTH = 8  #: parents in one ``extends`` chain
+MAX_COMBINATIONS = 100_000  #: matrix combinations (times selection values) in one suite
+MAX_YAML_SIZE = 1_000_000  #: nodes plus scalar characters, with every alias expanded
+MAX_YAML_DEPTH = 50  #: nesting levels, with every alias expanded
+SEED_LIMIT = 2 ** 32  #: numpy's seeds are 0 <= seed < 2**32
 
 
 @dataclass
@@ -152,13 +186,41 @@ class DuplicateKeyError(yaml.constructor.ConstructorError):
     """A mapping that gives one key twice (plain PyYAML silently keeps the last)."""
 
 
+class YamlLimitError(yaml.composer.ComposerError):
+    """A document too large or too deep once its aliases are expanded (or whose aliases loop)."""
+
+
 class SuiteLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that rejects duplicate mapping keys and reads YAML 1.2 floats.
+    """``yaml.SafeLoader`` that rejects duplicate mapping keys, reads YAML 1.2 floats, and refuses
+    documents beyond ``MAX_YAML_SIZE`` / ``MAX_YAML_DEPTH`` before building any Python object.
 
     PyYAML follows YAML 1.1, where ``5e-4`` (no dot) is a string; YAML 1.2, JSON and every
     user read it as a number, so it resolves as a float here too (a ``loss_params`` value such
     as ``tau: 4e-2`` must reach the loss as a number).
+
+    An alias is one shared node, cheap to load, but everything downstream (copies, error messages,
+    JSON) writes it out: a 1 KB "billion laughs" would expand to gigabytes.  The composed node
+    graph is measured as if expanded (each node once, memoised) before it is constructed.
     """
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        # The composer recurses once per level: stop long before Python's recursion limit.
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise YamlLimitError(None, None, f"nested more than {MAX_YAML_DEPTH} levels deep",
+                                     self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            _check_expanded_size(node)
+        return node
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -180,6 +242,52 @@ class SuiteLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def _check_expanded_size(root: yaml.Node) -> None:
+    """Size (nodes + scalar characters) and depth of ``root`` with every alias written out.
+
+    Iterative, each node visited once: aliases make the graph a DAG whose expansion may be
+    exponential, and a recursive alias (a node inside itself) makes it a cycle.
+    """
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    open_nodes: set[int] = set()
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            open_nodes.discard(key)
+            kids = _children(node)
+            size[key] = 1 + sum(size[id(k)] for k in kids)
+            depth[key] = 1 + max((depth[id(k)] for k in kids), default=0)
+            if size[key] > MAX_YAML_SIZE:
+                raise YamlLimitError(None, None, f"the YAML expands to more than {MAX_YAML_SIZE:,} nodes and "
+                                     "characters once its aliases are written out; expected a suite "
+                                     "without aliases that multiply", node.start_mark)
+            if depth[key] > MAX_YAML_DEPTH:
+                raise YamlLimitError(None, None, f"nested more than {MAX_YAML_DEPTH} levels deep once its "
+                                     "aliases are written out", node.start_mark)
+            continue
+        if key in size:
+            continue
+        if key in open_nodes:
+            raise YamlLimitError(None, None, "a recursive alias (a node that contains itself)", node.start_mark)
+        if isinstance(node, yaml.ScalarNode):
+            size[key], depth[key] = 1 + len(node.value), 1
+            continue
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((k, False) for k in _children(node))
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
 SuiteLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
@@ -191,14 +299,53 @@ def read_yaml(text: str) -> Any:
     return yaml.load(text, Loader=SuiteLoader)  # noqa: S506 - a SafeLoader subclass
 
 
-def load_suite(path: str | Path, overrides: list[str] = (), plugins=None) -> Suite:
-    """Read, override (``--set``), validate and expand a suite file."""
-    path = Path(path)
+def load_suite(suite: str | Path, overrides: list[str] = (), plugins=None) -> Suite:
+    """Read, override (``--set``), validate and expand a suite given by path or registered name.
+
+    ``plugins`` (a :class:`~logitnorm_bench.plugins.Plugins`) also checks every component name;
+    names of suites (the argument, ``extends``) are looked up in it, or in ``get_plugins()``.
+    """
+    path = find_suite(suite, plugins)
+    return parse_suite(read_suite_file(path), str(path), overrides, plugins)
+
+
+def find_suite(suite: str | Path, plugins=None, *, base: Path | None = None, file: str | None = None,
+               key: str | None = None) -> Path:
+    """The file of a suite given as a path or as a registered name (``ood-bench list suites``).
+
+    A path is an existing file, or a string with a path separator or a ``.yaml`` / ``.yml``
+    suffix; anything else is a name.  ``base`` is the folder relative paths start from (the
+    extending file's, for ``extends``); ``file`` and ``key`` say where the reference was written.
+    """
+    text = str(suite)
+    path = Path(text).expanduser()
+    if base is not None and not path.is_absolute():
+        path = base / path
+    looks_like_path = isinstance(suite, Path) or "/" in text or "\\" in text or path.suffix in (".yaml", ".yml")
+    if path.is_file() or looks_like_path:
+        if path.is_dir():
+            raise ConfigError(f"{path} is a folder; expected a suite YAML file", file=file, key=key)
+        if not path.is_file():
+            raise ConfigError(f"suite file not found: {path}", file=file, key=key)
+        return path
+    if plugins is None:
+        from logitnorm_bench.plugins import get_plugins
+
+        plugins = get_plugins()
+    registry = plugins.registry("suites")
+    if text not in registry:
+        raise ConfigError(f"no file {text!r}, and {registry.unknown_message(text)}", file=file, key=key)
+    entry = registry.get(text)
+    found = Path(entry.factory())
+    if not found.is_file():
+        raise ConfigError(f"suite {text!r} of plugin '{entry.plugin}' ({entry.distribution}) points to "
+                          f"{found}, which is not a file", file=file, key=key)
+    return found
+
+
+def read_suite_file(path: Path) -> Any:
+    """The parsed YAML of a suite file; every problem is a one-line :class:`ConfigError` naming it."""
     fname = str(path)
-    if path.is_dir():
-        raise ConfigError(f"{path} is a folder; expected a suite YAML file")
-    if not path.is_file():
-        raise ConfigError(f"suite file not found: {path}")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -207,7 +354,7 @@ def load_suite(path: str | Path, overrides: list[str] = (), plugins=None) -> Sui
     except OSError as exc:
         raise ConfigError(f"cannot read the suite file ({exc.strerror})", file=fname) from None
     try:
-        doc = read_yaml(text)
+        return read_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -215,23 +362,25 @@ def load_suite(path: str | Path, overrides: list[str] = (), plugins=None) -> Sui
         if isinstance(exc, DuplicateKeyError):
             raise ConfigError(f"duplicate key {exc.key!r}{where} (first given at line {exc.first_line}); "
                               "expected each key once per mapping", file=fname) from None
+        if isinstance(exc, YamlLimitError):
+            raise ConfigError(f"{problem} ({where.strip()})", file=fname) from None
         raise ConfigError(f"malformed YAML{where}: {problem}", file=fname) from None
-    return parse_suite(doc, fname, overrides, plugins)
 
 
 def parse_suite(doc: Any, fname: str, overrides: list[str] = (), plugins=None) -> Suite:
-    if not isinstance(doc, dict):
-        raise ConfigError(f"got {_show(doc)}; expected a mapping with keys suite, experiments",
-                          file=fname)
-    doc = copy.deepcopy(doc)
+    """Validate and expand a suite document read from ``fname`` (``extends`` is resolved from there)."""
+    doc = copy.deepcopy(_resolve_extends(doc, fname, plugins, chain=()))
     recipe_overrides = []
     for item in overrides:
         key, value = parse_override(item)
+        if key.split(".")[0] in ("extends", "inherit"):
+            raise ConfigError(f"--set {key}: expected {key} in the suite file (it is resolved before --set)",
+                              file=fname, key=key)
         if key.split(".")[0] in ("train", "evaluation"):
             recipe_overrides.append((key, value))  # applies to every experiment, after merging
         else:
             _set_path(doc, key, value, fname)
-    _check_keys(doc, {"suite", "version", "description", "defaults", "experiments"}, fname, "")
+    _check_keys(doc, set(TOP_KEYS), fname, "")
     name = doc.get("suite")
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"got {_show(name)}; expected the suite's name (a string)", file=fname, key="suite")
@@ -246,6 +395,7 @@ def parse_suite(doc: Any, fname: str, overrides: list[str] = (), plugins=None) -
         raise ConfigError(f"got {_show(experiments)}; expected a mapping of experiment name to "
                           "experiment (at least one)", file=fname, key="experiments")
     out = []
+    budget = MAX_COMBINATIONS  # what the remaining experiments may still expand to
     for exp_name, exp in experiments.items():
         key = f"experiments.{exp_name}"
         _expect(exp, dict, fname, key, "a mapping with matrix (and include, exclude, train, evaluation)")
@@ -253,13 +403,92 @@ def parse_suite(doc: Any, fname: str, overrides: list[str] = (), plugins=None) -
                     fname, key)
         train = _recipe(TrainRecipe, defaults, exp, "train", recipe_overrides, fname, key)
         evaluation = _recipe(EvalProtocol, defaults, exp, "evaluation", recipe_overrides, fname, key)
-        combos = expand_matrix(exp, fname, key)
         select = _selection(exp.get("select"), fname, f"{key}.select")
+        per_combo = len(select.values) if select else 1  # every candidate value is a combination too
+        combos = expand_matrix(exp, fname, key, limit=budget // per_combo)
+        budget -= len(combos) * per_combo
         out.append(Experiment(str(exp_name), combos, train, evaluation, select))
     suite = Suite(name=name, version=doc.get("version"), path=fname, experiments=out)
     if plugins is not None:
         check_names(suite, plugins)
     return suite
+
+
+# ------------------------------------------------------------------------------------------
+# extends (see the module docstring)
+# ------------------------------------------------------------------------------------------
+
+
+def _resolve_extends(doc: Any, fname: str, plugins, chain: tuple[Path, ...]) -> Any:
+    """``doc`` with its ``extends`` chain merged in (and ``extends`` / ``inherit`` removed)."""
+    if not isinstance(doc, dict):
+        raise ConfigError(f"got {_show(doc)}; expected a mapping with keys suite, experiments", file=fname)
+    if "extends" not in doc:
+        if "inherit" in doc:
+            raise ConfigError("inherit given without extends; expected extends: PARENT beside it",
+                              file=fname, key="inherit")
+        return doc
+    child = dict(doc)
+    ref = child.pop("extends")
+    inherit = child.pop("inherit", list(INHERITABLE))
+    if not isinstance(ref, str) or not ref.strip():
+        raise ConfigError(f"got {_show(ref)}; expected a suite name or a path to a suite file",
+                          file=fname, key="extends")
+    if not isinstance(inherit, list) or not all(isinstance(i, str) and i in INHERITABLE for i in inherit):
+        raise ConfigError(f"got {_show(inherit)}; expected a list of {', '.join(INHERITABLE)}",
+                          file=fname, key="inherit")
+    here = Path(fname).resolve()  # for loops; messages name files as they were given
+    parent = find_suite(ref, plugins, base=Path(fname).parent, file=fname, key="extends")
+    chain = (*chain, here)
+    if parent.resolve() in chain:
+        loop = " -> ".join(p.name for p in (*chain, parent.resolve()))
+        raise ConfigError(f"extends {ref!r} loops ({loop}); expected a chain of different suites",
+                          file=fname, key="extends")
+    if len(chain) > MAX_EXTENDS_DEPTH:
+        raise ConfigError(f"extends {ref!r} goes more than {MAX_EXTENDS_DEPTH} suites deep; expected a "
+                          "shorter chain", file=fname, key="extends")
+    parent_fname = str(parent)
+    parent_doc = _resolve_extends(read_suite_file(parent), parent_fname, plugins, chain)
+    parse_suite(parent_doc, parent_fname, (), plugins)  # a parent is a suite itself: its errors name its file
+    out = {k: v for k, v in child.items()}
+    if "defaults" in inherit:
+        out["defaults"] = _merge(parent_doc.get("defaults") or {}, child.get("defaults") or {}, fname, "defaults")
+    if "experiments" in inherit:
+        out["experiments"] = _inherit_experiments(parent_doc["experiments"], child.get("experiments"), fname)
+    return out
+
+
+def _inherit_experiments(parent: dict, child: Any, fname: str) -> dict:
+    if child is None:
+        return copy.deepcopy(parent)
+    _expect(child, dict, fname, "experiments", "a mapping of experiment name to experiment")
+    out = copy.deepcopy(parent)
+    for name, exp in child.items():
+        key = f"experiments.{name}"
+        if exp is None:
+            if name not in out:
+                raise ConfigError(f"null drops an inherited experiment, but the parent has no '{name}'; "
+                                  f"expected one of {', '.join(map(str, out))}", file=fname, key=key)
+            del out[name]
+        elif name in out:
+            _expect(exp, dict, fname, key, "a mapping that extends the parent's experiment (or null)")
+            out[name] = _extend_experiment(out[name], exp, fname, key)
+        else:
+            out[name] = copy.deepcopy(exp)
+    return out
+
+
+def _extend_experiment(parent: dict, child: dict, fname: str, key: str) -> dict:
+    out = copy.deepcopy(parent)
+    for k, v in child.items():
+        if k in ("include", "exclude"):  # appended: GitHub's later include entries win over earlier ones
+            out[k] = _list_of_maps(out.get(k), fname, f"{key}.{k}") + copy.deepcopy(
+                _list_of_maps(v, fname, f"{key}.{k}"))
+        elif k in ("matrix", "train", "evaluation") and isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v, fname, f"{key}.{k}")  # matrix values are lists: replaced key by key
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
 
 
 def _recipe(cls, base: dict, doc: dict, section: str, overrides: list, fname: str, key: str):
@@ -306,6 +535,7 @@ def _selection(doc: Any, fname: str, key: str) -> Selection | None:
     if not isinstance(values, list) or not values:
         raise ConfigError(f"got {_show(values)}; expected a non-empty list of candidate values",
                           file=fname, key=f"{key}.values")
+    _check_finite(values, fname, f"{key}.values")
     from logitnorm_bench.metrics import metrics_of
 
     selectable = [m.name for m in metrics_of("cell")]
@@ -324,7 +554,7 @@ def _selection(doc: Any, fname: str, key: str) -> Selection | None:
 # ------------------------------------------------------------------------------------------
 
 
-def expand_matrix(exp: dict, fname: str, key: str) -> list[Combo]:
+def expand_matrix(exp: dict, fname: str, key: str, limit: int = MAX_COMBINATIONS) -> list[Combo]:
     matrix = exp.get("matrix")
     if not isinstance(matrix, dict) or not matrix:
         raise ConfigError(f"got {_show(matrix)}; expected a non-empty mapping of matrix key to list",
@@ -344,6 +574,12 @@ def expand_matrix(exp: dict, fname: str, key: str) -> list[Combo]:
     includes = _list_of_maps(exp.get("include"), fname, f"{key}.include")
     for i, inc in enumerate(includes):
         _check_keys(inc, set(MATRIX_KEYS), fname, f"{key}.include[{i}]")
+    count = math.prod(len(values) for values in matrix.values()) + len(includes)  # an upper bound
+    if count > limit:
+        rest = "" if limit == MAX_COMBINATIONS else " with the other experiments"
+        raise ConfigError(f"the matrix expands to {count:,} combinations{rest}; expected at most "
+                          f"{MAX_COMBINATIONS:,} in a suite (split it into several suites)",
+                          file=fname, key=f"{key}.matrix")
     combos = expand_grid(matrix, includes, excludes)
 
     if not combos:
@@ -395,9 +631,10 @@ def _combo(c: dict, fname: str, key: str) -> Combo:
         if not isinstance(c[pkey], dict):
             raise ConfigError(f"got {_show(c[pkey])}; expected a mapping of parameter to value",
                               file=fname, key=f"{key}.{pkey}")
+        _check_finite(c[pkey], fname, f"{key}.{pkey}")
     seed = c["seed"]
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"got {_show(seed)}; expected a non-negative integer seed", file=fname,
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+        raise ConfigError(f"got {_show(seed)}; expected a non-negative integer seed below 2**32", file=fname,
                           key=f"{key}.seed")
     if c["ood_dataset"] == c["id_dataset"]:
         raise ConfigError(f"got ood_dataset {c['ood_dataset']!r} equal to id_dataset; expected an OOD "
@@ -459,14 +696,19 @@ def _coerce(value: Any, default: Any, fname: str, key: str) -> Any:
             return value
         raise ConfigError(f"got {_show(value)}; expected an integer", file=fname, key=key)
     if isinstance(default, float):
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 5e-4 as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads 5e-4 as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"got {_show(value)}; expected a number", file=fname, key=key)
+        if number is None:
+            raise ConfigError(f"got {_show(value)}; expected a number", file=fname, key=key)
+        if not math.isfinite(number):  # nan passes every "> 0" check and poisons the training
+            raise ConfigError(f"got {_show(value)}; expected a finite number", file=fname, key=key)
+        return number
     if isinstance(default, str):
         if isinstance(value, str):
             return value
@@ -505,6 +747,8 @@ def check_train(t: TrainRecipe, fname: str, key: str) -> None:
         bad("max_batches_per_epoch", "a positive integer or null")
     if t.checkpoint_every <= 0:
         bad("checkpoint_every", "a positive integer")
+    if t.monitor_samples <= 0:
+        bad("monitor_samples", "a positive integer")
 
 
 def check_evaluation(e: EvalProtocol, fname: str, key: str) -> None:
@@ -515,6 +759,9 @@ def check_evaluation(e: EvalProtocol, fname: str, key: str) -> None:
     if e.ood_samples is not None and e.ood_samples <= 0:
         raise ConfigError(f"got {e.ood_samples}; expected a positive integer or null (all)",
                           file=fname, key=f"{key}.ood_samples")
+    if not 0 <= e.sample_seed < SEED_LIMIT:
+        raise ConfigError(f"got {e.sample_seed}; expected a non-negative integer seed below 2**32",
+                          file=fname, key=f"{key}.sample_seed")
 
 
 def check_names(suite: Suite, plugins) -> None:
@@ -640,6 +887,18 @@ def _check_keys(doc: dict, allowed: set[str], fname: str, key: str) -> None:
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(f"unknown key '{k}'{hint}; expected one of {', '.join(sorted(allowed))}",
                               file=fname, key=f"{key}.{k}" if key else str(k))
+
+
+def _check_finite(value: Any, fname: str, key: str) -> None:
+    """Every float in ``value`` (a parameter mapping or list, nested) is finite."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"got {_show(value)}; expected a finite number", file=fname, key=key)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, fname, f"{key}.{k}")
+    elif isinstance(value, list):
+        for v in value:
+            _check_finite(v, fname, key)
 
 
 def _expect(value: Any, typ: type, fname: str, key: str, expected: str) -> None:

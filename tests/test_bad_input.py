@@ -57,6 +57,11 @@ def _drop(key):
 
 GOOD_TEXT = doc(lambda d: None)
 
+# A "billion laughs" in 700 bytes: ten levels of nine aliases each would expand to 9**10 strings.
+ALIAS_BOMB = ("suite: bad\nversion: [&a0 [x, x, x, x, x, x, x, x, x], "
+              + ", ".join(f"&a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)) + "]\n"
+              + GOOD_TEXT.split("\n", 1)[1])
+
 # (id, suite text, extra CLI args, substrings the error line must contain)
 SUITE_CASES = [
     ("yaml-unclosed-bracket", "suite: bad\nexperiments:\n  e1:\n    matrix:\n      seed: [0, 1\n", [],
@@ -157,6 +162,53 @@ SUITE_CASES = [
     ("include-incomplete-combination", doc(_exp("include", [{"loss": "logitnorm"}])), [],
      ["experiments.e1.matrix", "no 'id_dataset'"]),
     ("weights-not-string", doc(_matrix("weights", [3])), [], ["experiments.e1.matrix.weights", "got 3"]),
+    # Non-finite numbers, out-of-range seeds, empty sizes (issue 12, item 6).
+    ("lr-nan", doc(_train("lr", float("nan"))), [], ["experiments.e1.train.lr", "got nan", "a finite number"]),
+    ("lr-nan-string", doc(_train("lr", "nan")), [], ["experiments.e1.train.lr", "got 'nan'", "a finite number"]),
+    ("weight-decay-inf", doc(_train("weight_decay", float("inf"), "defaults")), [],
+     ["defaults.train.weight_decay", "got inf", "a finite number"]),
+    ("gamma-nan", doc(_train("gamma", float("nan"))), [], ["experiments.e1.train.gamma", "got nan", "finite"]),
+    ("tau-nan", doc(lambda d: d["experiments"]["e1"]["matrix"].update(
+        loss=["logitnorm"], loss_params=[{"tau": float("nan")}])), [],
+     ["experiments.e1.matrix.loss_params.tau", "got nan", "a finite number"]),
+    ("temperature-inf", doc(_matrix("detector_params", [{"temperature": float("inf")}])), [],
+     ["experiments.e1.matrix.detector_params.temperature", "got inf", "a finite number"]),
+    ("temperature-inf-in-include", doc(_exp("include", [{"detector": "msp", "detector_params": {"temperature": float("-inf")}}])),
+     [], ["experiments.e1.matrix.detector_params.temperature", "got -inf", "a finite number"]),
+    ("select-value-nan", doc(lambda d: d["experiments"]["e1"].update(
+        select={"param": "loss_params.tau", "values": [0.04, float("nan")]})), [],
+     ["experiments.e1.select.values", "got nan", "a finite number"]),
+    ("seed-too-large", doc(_matrix("seed", [2 ** 32])), [],
+     ["experiments.e1.matrix.seed", "got 4294967296", "below 2**32"]),
+    ("sample-seed-negative", doc(_exp("evaluation", {"sample_seed": -1})), [],
+     ["experiments.e1.evaluation.sample_seed", "got -1", "below 2**32"]),
+    ("sample-seed-too-large", doc(_exp("evaluation", {"sample_seed": 2 ** 40})), [],
+     ["experiments.e1.evaluation.sample_seed", "below 2**32"]),
+    ("monitor-samples-zero", doc(_train("monitor_samples", 0)), [],
+     ["experiments.e1.train.monitor_samples", "got 0", "positive integer"]),
+    # Memory and time bombs fail fast (issue 12, item 7).
+    ("yaml-alias-bomb", ALIAS_BOMB, [], ["YAML expands to more than", "aliases"]),
+    ("yaml-recursive-alias", "suite: bad\nversion: &v [*v]\n", [], ["recursive alias", "line 2"]),
+    ("yaml-deep-nesting", "suite: bad\nversion: " + "[" * 3000 + "]" * 3000 + "\n", [],
+     ["nested more than 50 levels deep", "line 2"]),
+    ("matrix-too-large", doc(lambda d: d["experiments"]["e1"]["matrix"].update(
+        seed=list(range(1000)), arch_params=[{"width": w} for w in range(1, 1001)],
+        loss_params=[{}] * 1000, detector_params=[{}] * 1000)), [],
+     ["experiments.e1.matrix", "1,000,000,000,000 combinations", "at most 100,000"]),
+    ("matrix-too-large-in-total", doc(lambda d: d["experiments"].update(
+        {f"e{i}": {"matrix": {**MATRIX, "seed": list(range(30_000))}} for i in range(1, 5)})), [],
+     ["experiments.e4.matrix", "at most 100,000"]),
+    # extends (issue 10, item 5).
+    ("extends-itself", "extends: my-suite.yaml\n" + GOOD_TEXT, [], [":extends:", "loops", "my-suite.yaml -> "]),
+    ("extends-missing-file", "extends: base.yaml\n" + GOOD_TEXT, [], [":extends:", "base.yaml", "not found"]),
+    ("extends-unknown-name", "extends: papr\n" + GOOD_TEXT, [], [":extends:", "unknown suite 'papr'",
+                                                                 "Did you mean 'paper'"]),
+    ("extends-not-string", "extends: [paper]\n" + GOOD_TEXT, [], [":extends:", "got ['paper']", "suite name or"]),
+    ("inherit-without-extends", "inherit: [defaults]\n" + GOOD_TEXT, [], [":inherit:", "without extends"]),
+    ("inherit-unknown-part", "extends: quick\ninherit: [recipe]\n" + GOOD_TEXT, [],
+     [":inherit:", "got ['recipe']", "defaults, experiments"]),
+    ("extends-drops-unknown-experiment", "extends: quick\nsuite: bad\nexperiments: {far: null}\n", [],
+     [":experiments.far:", "null drops an inherited experiment", "far_ood"]),
     # --set on a good file: the file is named too.
     ("set-type-error", GOOD_TEXT, ["--set", "train.epochs=abc"],
      [":train.epochs: got 'abc'", "expected an integer", "from --set train.epochs='abc'"]),
@@ -191,6 +243,11 @@ CLI_CASES = [
      ["--results", "afile", "not writable"]),
     ("run-ray-address-without-ray", ["run", "{suite}", "--device", "cpu", "--ray-address", "x:1",
                                      "--results", "{tmp}/res"], ["--ray-address needs --executor ray"]),
+    ("suite-unknown-name", ["plan", "papr"], ["no file 'papr'", "unknown suite 'papr'", "Did you mean 'paper'",
+                                             "Known: ", "quick"]),
+    ("run-wait-nan", ["run", "{suite}", "--wait", "nan", "--results", "{tmp}/res"], ["--wait nan", "finite"]),
+    ("run-wait-inf", ["run", "{suite}", "--wait", "inf", "--results", "{tmp}/res"], ["--wait inf", "finite"]),
+    ("run-wait-negative", ["run", "{suite}", "--wait", "-1", "--results", "{tmp}/res"], ["--wait -1", "non-negative"]),
     ("run-bad-set", ["run", "{suite}", "--set", "train.lr=-1", "--results", "{tmp}/res"],
      [":train.lr: got -1", "positive number", "from --set train.lr=-1"]),
 ]
@@ -271,3 +328,22 @@ def test_error_file_name_relative(tmp_path, capsys, monkeypatch):
     Path("rel.yaml").write_text(doc(_train("epochs", 0)))
     line = check_one_error_line(*run_cli(["plan", "rel.yaml"], capsys), ["epochs"])
     assert line.startswith("ood-bench: error: rel.yaml:experiments.e1.train.epochs: got 0")
+
+
+BOMB_CASES = ("yaml-alias-bomb", "yaml-deep-nesting", "matrix-too-large")
+
+
+@pytest.mark.parametrize("case", BOMB_CASES)
+def test_bombs_fail_before_the_plugins_load(case, tmp_path):
+    """A bomb is refused by the file's own checks, before any plugin imports torch: that is what keeps
+    `ood-bench plan` on a 10**12-cell matrix at ~0.3 s and ~30 MB (docs/reliability.md)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(next(c[1] for c in SUITE_CASES if c[0] == case))
+    probe = ("import sys; from logitnorm_bench.cli import main; code = main(['plan', sys.argv[1]]); "
+             "print(sorted(m for m in ('torch', 'ood_bench_paper') if m in sys.modules)); sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stdout.strip() == "[]", (done.stdout, done.stderr)
+    assert len(done.stderr.splitlines()) == 1 and str(path) in done.stderr

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from logitnorm_bench.cli import QUICK_SUITE, main
+from logitnorm_bench.cli import DEFAULT_SUITE, main
 from logitnorm_bench.records import ResultsDir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -20,7 +20,7 @@ def test_quick_suite_trains_every_loss_well_above_chance(tmp_path, capsys):
     assert main(["run", "--results", str(results)]) == 0  # no suite: the bundled quick suite
     records = list(ResultsDir(results).records())
     assert len(records) == 204 and all(r["status"] == "ok" for r in records)
-    assert all(r["suite"] == "quick" for r in records) and QUICK_SUITE.name == "quick.yaml"
+    assert all(r["suite"] == "quick" for r in records) and DEFAULT_SUITE == "quick"
     for r in records:  # chance is 10% (digits) or 20% (digits_0to4)
         assert r["run_metrics"]["id_acc"] > 0.9, (r["loss"], r["seed"], r["run_metrics"]["id_acc"])
     rows = list(csv.DictReader(open(results / "leaderboard.csv")))

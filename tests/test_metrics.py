@@ -154,6 +154,48 @@ def test_fpr95_convention_differs_from_closest_recall_code():
     assert np.mean(s_ood >= closest) == 0.5
 
 
+def official_fpr95(s_id, s_ood, level=0.95) -> float:
+    """The official code's FPR95, restated: ``fpr_and_fdr_at_recall`` of hongxin001/logitnorm_ood
+    (``common/display_results.py``, from Hendrycks' Outlier Exposure), called as its test.py calls it
+    (ID positive, higher = more ID).  It takes the threshold whose TPR is closest to ``level``,
+    scanning from the lowest threshold up, so on a tie the lowest threshold wins."""
+    scores = np.r_[s_id, s_ood]
+    is_id = np.r_[np.ones(len(s_id), bool), np.zeros(len(s_ood), bool)]
+    order = np.argsort(scores, kind="mergesort")[::-1]
+    scores, is_id = scores[order], is_id[order]
+    last_of_each = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]  # thresholds, descending
+    tps = np.cumsum(is_id)[last_of_each]
+    fps = 1 + last_of_each - tps
+    full = tps.searchsorted(tps[-1])  # the highest threshold with TPR 1
+    recall = np.r_[(tps / tps[-1])[full::-1], 1]
+    fps = np.r_[fps[full::-1], 0]
+    return float(fps[np.argmin(np.abs(recall - level))] / len(s_ood))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_official_fpr95_at_exactly_95_percent_adds_the_ood_between_two_id_scores(seed):
+    # The paper's protocol: 10,000 ID images, so TPR reaches exactly 95% (at the 9,500th ID score).
+    # The official code then takes the lowest threshold of that TPR, ours the highest: the official
+    # value is larger by the OOD samples lying strictly between the 9,500th and 9,501st ID scores.
+    rng = np.random.default_rng(seed)
+    s_id, s_ood = rng.normal(2.0, 1.0, 10_000), rng.normal(0.0, 2.5, 2_000)
+    ours, official = ood_metrics(s_id, s_ood)["fpr95"], official_fpr95(s_id, s_ood)
+    kth, next_id = np.sort(s_id)[::-1][[9_499, 9_500]]
+    assert official - ours == pytest.approx(np.mean((s_ood > next_id) & (s_ood < kth)), abs=1e-12)
+    assert 0 <= official - ours <= 0.01
+
+
+def test_official_fpr95_can_be_lower_when_a_tie_straddles_95_percent():
+    # Nine ID scores tied at 0 with five OOD ones: TPR jumps from 0.91 to 1.0.  Ours takes the first
+    # threshold reaching 95% (TPR 1.0, which keeps the five OOD scores at 0); the official code takes
+    # the closest TPR, 0.91, which keeps none.
+    s_ood = np.r_[np.full(5, 0.0), np.full(5, -1.0)]
+    s_id = np.r_[np.arange(10.0, 101.0), np.zeros(9)]
+    assert ood_metrics(s_id, s_ood)["fpr95"] == 0.5 and official_fpr95(s_id, s_ood) == 0.0
+    s_id = np.r_[np.arange(10.0, 99.0), np.zeros(11)]  # 0.89 -> 1.0: now 1.0 is the closer, for both
+    assert ood_metrics(s_id, s_ood)["fpr95"] == official_fpr95(s_id, s_ood) == 0.5
+
+
 def test_ood_metrics_is_id_positive_not_ood_positive():
     # pytorch-ood's FPR95TPR takes OOD as positive: a different number on asymmetric data.
     rng = np.random.default_rng(7)

@@ -72,6 +72,29 @@ def test_quick_suite_godin_trainings_shared(plugins):
                for r in godin)
 
 
+def test_tau_ablation_shares_the_paper_tau_004_trainings(plugins):
+    paper = make_plan(load_suite("paper", [], plugins), plugins)
+    ablation = make_plan(load_suite("tau_ablation", [], plugins), plugins)
+    paper_ids = {r.run_id for r in paper.runs}
+    shared = {r.run_id for r in ablation.runs if r.loss_params == {"tau": 0.04}}
+    assert len(shared) == 5 and shared <= paper_ids  # the five seeds of Table 1's CIFAR-10 LogitNorm
+    assert not {r.run_id for r in ablation.runs if r.loss_params != {"tau": 0.04}} & paper_ids
+    assert len(ablation.runs) == 7 * 5
+
+
+def test_paper_official_tau_changes_only_the_logitnorm_trainings(plugins):
+    paper = make_plan(load_suite("paper", [], plugins), plugins)
+    official = make_plan(load_suite("paper_official_tau", [], plugins), plugins)
+    def split(plan):
+        ln = {(r.id_dataset, r.arch, r.seed): r.loss_params["tau"] for r in plan.runs if r.loss == "logitnorm"}
+        return {r.run_id for r in plan.runs if r.loss != "logitnorm"}, ln
+    (paper_other, paper_ln), (official_other, official_ln) = split(paper), split(official)
+    assert official_other == paper_other and len(official.runs) == len(paper.runs) == 50
+    assert set(paper_ln.values()) == {0.04} and paper_ln.keys() == official_ln.keys()
+    assert official_ln == {k: 0.0085 if k[0] == "cifar100" else 0.01 for k in paper_ln}
+    assert len(official.cells) == len(paper.cells)
+
+
 # ------------------------------------------------------------------------------------------
 # Run identity
 # ------------------------------------------------------------------------------------------

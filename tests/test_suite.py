@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from logitnorm_bench.errors import ConfigError
-from logitnorm_bench.suite import (Combo, EvalProtocol, TrainRecipe, expand_grid, load_suite, parse_suite,
-                                   parse_override, read_yaml)
+from logitnorm_bench.suite import (MAX_EXTENDS_DEPTH, Combo, EvalProtocol, TrainRecipe, expand_grid, find_suite,
+                                   load_suite, parse_override, parse_suite, read_yaml)
 
 REPO = Path(__file__).resolve().parent.parent
 QUICK = REPO / "suites" / "quick.yaml"
@@ -261,3 +261,133 @@ def test_yaml_12_floats():
 
 def test_quick_suite_has_no_duplicate_keys_and_loads_the_same_as_pyyaml():
     assert read_yaml(QUICK.read_text()) == yaml.safe_load(QUICK.read_text())
+
+
+def test_aliases_within_the_budget_are_fine():
+    # Anchors that share a matrix list: legitimate, and far below the expansion budget.
+    doc = read_yaml("seeds: &s [0, 1, 2]\na: {seed: *s}\nb: {seed: *s}\n")
+    assert doc["a"]["seed"] == doc["b"]["seed"] == [0, 1, 2]
+
+
+# ------------------------------------------------------------------------------------------
+# Suites by name, and extends
+# ------------------------------------------------------------------------------------------
+
+SUITES = REPO / "suites"
+
+
+def write(path: Path, doc: dict) -> Path:
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def test_a_suite_by_name_or_by_path():
+    assert find_suite("quick").resolve() == QUICK.resolve()
+    assert find_suite(QUICK) == QUICK
+    assert load_suite("quick").experiments[0].combos == load_suite(QUICK).experiments[0].combos
+
+
+def test_extends_merges_defaults_and_experiments(tmp_path):
+    parent = make_doc(keep={"matrix": BASE_MATRIX},
+                      change={"matrix": BASE_MATRIX, "train": {"epochs": 7, "lr": 0.2},
+                              "include": [{"loss": "logitnorm", "loss_params": {"tau": 0.04}}]},
+                      drop={"matrix": BASE_MATRIX})
+    parent["defaults"]["evaluation"] = {"ood_samples": 100, "batch_size": 32}
+    write(tmp_path / "parent.yaml", parent)
+    child = {"suite": "child", "extends": "parent.yaml",
+             "defaults": {"train": {"lr": 0.01}, "evaluation": {"ood_samples": 50}},
+             "experiments": {
+                 "change": {"matrix": {"seed": [5]}, "train": {"epochs": 9},
+                            "include": [{"loss": "logitnorm", "loss_params": {"tau": 0.01}}]},
+                 "drop": None,
+                 "new": {"matrix": {**BASE_MATRIX, "loss": ["godin"]}}}}
+    suite = load_suite(write(tmp_path / "child.yaml", child))
+    assert suite.name == "child"
+    exps = {e.name: e for e in suite.experiments}
+    assert list(exps) == ["keep", "change", "new"]  # the parent's first, in order; then the child's
+    keep, change, new = exps["keep"], exps["change"], exps["new"]
+    # defaults: deep-merged, the child's values win
+    assert (keep.train.epochs, keep.train.lr, keep.train.batch_size) == (30, 0.01, 64)
+    assert (keep.evaluation.ood_samples, keep.evaluation.batch_size) == (50, 32)
+    # a same-named experiment: matrix keys replaced, train merged, include appended (later wins)
+    assert {c.seed for c in change.combos} == {5} and {c.loss for c in change.combos} == {"ce", "logitnorm"}
+    assert (change.train.epochs, change.train.lr) == (9, 0.2)
+    assert [c.loss_params for c in change.combos if c.loss == "logitnorm"] == [{"tau": 0.01}]
+    assert {c.loss for c in new.combos} == {"godin"}
+
+
+def test_inherit_defaults_only(tmp_path):
+    write(tmp_path / "parent.yaml", make_doc(a={"matrix": BASE_MATRIX}))
+    child = {"suite": "child", "extends": "parent.yaml", "inherit": ["defaults"],
+             "experiments": {"b": {"matrix": BASE_MATRIX}}}
+    suite = load_suite(write(tmp_path / "child.yaml", child))
+    assert [e.name for e in suite.experiments] == ["b"] and suite.experiments[0].train.epochs == 30
+
+
+def test_extends_a_registered_suite_from_a_dict():
+    # The Python API: a document, no file; `extends: quick` is looked up in the registry.
+    suite = parse_suite({"suite": "q1", "extends": "quick", "experiments": {"near_ood": None, "godin_score": None}},
+                        "q1.yaml", ["train.epochs=1"])
+    assert [e.name for e in suite.experiments] == ["far_ood"]
+    assert suite.experiments[0].train.epochs == 1 and suite.experiments[0].train.weight_decay == 5e-3
+
+
+def test_set_reaches_inherited_experiments():
+    suite = load_suite("paper_official_tau", ["experiments.tables_3_8.matrix.seed=[0]"])
+    assert {c.seed for e in suite.experiments if e.name == "tables_3_8" for c in e.combos} == {0}
+
+
+def test_an_error_inside_a_parent_names_the_parent(tmp_path):
+    bad = make_doc()
+    bad["defaults"]["train"]["epochs"] = 0
+    write(tmp_path / "base.yaml", bad)
+    (tmp_path / "sub").mkdir()
+    write(tmp_path / "sub" / "mid.yaml", {"suite": "mid", "extends": "../base.yaml"})
+    child = write(tmp_path / "child.yaml", {"suite": "child", "extends": "sub/mid.yaml"})
+    with pytest.raises(ConfigError) as info:
+        load_suite(child)
+    assert (Path(info.value.file).resolve(), info.value.key) == ((tmp_path / "base.yaml").resolve(),
+                                                                 "defaults.train.epochs")
+    (tmp_path / "base.yaml").write_text("suite: [unclosed\n")
+    with pytest.raises(ConfigError, match="malformed YAML") as info:
+        load_suite(child)
+    assert Path(info.value.file).resolve() == (tmp_path / "base.yaml").resolve()
+
+
+def test_an_extends_loop_names_every_file(tmp_path):
+    for me, other in (("a", "b"), ("b", "c"), ("c", "a")):
+        write(tmp_path / f"{me}.yaml", {"suite": me, "extends": f"{other}.yaml"})
+    with pytest.raises(ConfigError, match=r"loops \(a.yaml -> b.yaml -> c.yaml -> a.yaml\)") as info:
+        load_suite(tmp_path / "a.yaml")
+    assert info.value.key == "extends"
+
+
+def test_extends_depth_is_capped(tmp_path):
+    write(tmp_path / "s0.yaml", make_doc())
+    for i in range(1, MAX_EXTENDS_DEPTH + 2):
+        write(tmp_path / f"s{i}.yaml", {"suite": f"s{i}", "extends": f"s{i - 1}.yaml"})
+    assert load_suite(tmp_path / f"s{MAX_EXTENDS_DEPTH}.yaml").name == f"s{MAX_EXTENDS_DEPTH}"
+    with pytest.raises(ConfigError, match=f"more than {MAX_EXTENDS_DEPTH} suites deep"):
+        load_suite(tmp_path / f"s{MAX_EXTENDS_DEPTH + 1}.yaml")
+
+
+def test_tau_ablation_inherits_the_paper_recipe_instead_of_copying_it():
+    raw = read_yaml((SUITES / "tau_ablation.yaml").read_text())
+    assert raw["extends"] == "paper.yaml" and raw["inherit"] == ["defaults"] and "defaults" not in raw
+    paper, ablation = load_suite("paper"), load_suite("tau_ablation")
+    assert [e.name for e in ablation.experiments] == ["figure_5"]
+    assert ablation.experiments[0].train == paper.experiments[0].train
+    assert ablation.experiments[0].evaluation == paper.experiments[0].evaluation
+
+
+def test_every_bundled_suite_is_registered_and_loads():
+    from logitnorm_bench.plugins import get_plugins
+
+    plugins = get_plugins()
+    files = sorted(p.stem for p in SUITES.glob("*.yaml"))
+    assert plugins.suites.names() == files
+    assert {"paper", "paper_official_tau", "quick", "tau_ablation"} <= set(files)
+    for name in files:
+        entry = plugins.suites.get(name)
+        assert entry.description and entry.plugin == "suites"
+        assert load_suite(name, [], plugins).name == name
