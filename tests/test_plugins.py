@@ -813,6 +813,99 @@ def test_clashing_distributions_are_an_error_when_strict(clashing_site):
 
 
 # ------------------------------------------------------------------------------------------
+# Errors inside a plugin's components name the plugin and the line; the scores contract
+# ------------------------------------------------------------------------------------------
+
+
+class RaisingDetector(Detector):
+    def score_outputs(self, outputs, model):
+        raise RuntimeError("kaput in a detector")  # RAISED-IN-DETECTOR
+
+
+class UnimplementedDetector(Detector):
+    needs_features = False
+
+
+class ListScores(Detector):
+    def score_outputs(self, outputs, model):
+        return outputs.logits.amax(dim=1).tolist()
+
+
+class NumpyScores(Detector):
+    def score_outputs(self, outputs, model):
+        return outputs.logits.amax(dim=1).numpy()
+
+
+class DictScores(Detector):
+    def score_outputs(self, outputs, model):
+        return {"scores": outputs.logits.amax(dim=1)}
+
+
+class RaisingLoss(Loss):
+    def forward(self, logits, targets):
+        raise ValueError("kaput in a loss")  # RAISED-IN-LOSS
+
+
+class FlakyPlugin:
+    @hookimpl
+    def register_detectors(self, register):
+        for name, factory in (("raising", RaisingDetector), ("unimplemented", UnimplementedDetector),
+                              ("as_list", ListScores), ("as_numpy", NumpyScores), ("as_dict", DictScores),
+                              ("as_tensor", TinyDetector)):
+            register(name, factory)
+
+    @hookimpl
+    def register_losses(self, register):
+        register("raising_loss", RaisingLoss)
+
+
+def _line_of(marker: str) -> int:
+    return next(i for i, line in enumerate(Path(__file__).read_text().splitlines(), 1) if line.endswith(marker))
+
+
+def test_errors_in_a_plugin_name_it_and_its_line_and_scores_may_be_lists(plugin_env, tiny_suite, tmp_path):
+    from logitnorm_bench.records import ResultsDir
+
+    get_plugins().add(FlakyPlugin(), name="flaky")
+    suite = tiny_suite(tmp_path / "flaky.yaml", name="flaky", crop_padding=0, ood_samples=100, id_val_samples=50,
+                       loss=["ce", "raising_loss"], ood_dataset=["uniform_noise"],
+                       detector=["raising", "unimplemented", "as_list", "as_numpy", "as_dict", "as_tensor"])
+    assert main(["run", str(suite), "--results", str(tmp_path / "r")]) == 1
+    recs = {(r["loss"], r["detector"]): r for r in ResultsDir(tmp_path / "r").records()}
+    assert recs[("ce", "raising")]["error"] == (
+        "RuntimeError: kaput in a detector (in detector 'raising' of plugin 'flaky' ((in-process)), "
+        f"at test_plugins.py:{_line_of('# RAISED-IN-DETECTOR')})")
+    assert recs[("ce", "unimplemented")]["error"] == (
+        "NotImplementedError: UnimplementedDetector does not implement score_outputs(outputs, model); a detector "
+        "implements it, or sets needs_input_grad = True and implements score_inputs(model, x) (in detector "
+        "'unimplemented' of plugin 'flaky' ((in-process)), defined at "
+        f"test_plugins.py:{inspect.getsourcelines(UnimplementedDetector)[1]})")
+    contract = "a detector returns a 1-D float tensor, one score per input, higher = more in-distribution"
+    assert recs[("ce", "as_dict")]["error"].startswith(
+        f"TypeError: DictScores.score_outputs returned a dict; {contract} (in detector 'as_dict' of plugin 'flaky'")
+    for converted in ("as_list", "as_numpy"):  # a list or a numpy array is converted
+        assert recs[("ce", converted)]["status"] == "ok", recs[("ce", converted)]["error"]
+        assert recs[("ce", converted)]["metrics"] == recs[("ce", "as_tensor")]["metrics"]
+    failed_run = [r for (loss, _), r in recs.items() if loss == "raising_loss"]
+    assert len(failed_run) == 6 and {r["error"] for r in failed_run} == {
+        "ValueError: kaput in a loss (in plugin 'flaky' ((in-process)), "
+        f"at test_plugins.py:{_line_of('# RAISED-IN-LOSS')})"}
+
+
+def test_scores_contract_is_checked_per_batch():
+    from logitnorm_bench.evaluation import as_scores
+
+    assert as_scores([1, 2.5], 2, "D.score_outputs").tolist() == [1.0, 2.5]
+    assert as_scores(torch.ones(3, 1), 3, "D.score_outputs").shape == (3,)
+    for bad, problem in ((None, "returned a NoneType"), ("ab", "returned a str"),
+                         (torch.ones(2, 2), r"returned 4 scores for 2 inputs \(shape \(2, 2\)\)"),
+                         ([[1, 2], [3]], "returned a list that is not numbers")):
+        with pytest.raises((TypeError, ValueError), match=rf"^D\.score_outputs {problem}.*1-D float tensor, one "
+                                                         r"score per input, higher = more in-distribution$"):
+            as_scores(bad, 2, "D.score_outputs")
+
+
+# ------------------------------------------------------------------------------------------
 # Lazy registration: import strings
 # ------------------------------------------------------------------------------------------
 
