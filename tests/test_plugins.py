@@ -906,7 +906,7 @@ def test_scores_contract_is_checked_per_batch():
 
 
 # ------------------------------------------------------------------------------------------
-# Lazy registration: import strings
+# Lazy registration: import strings; start-up imports no torch
 # ------------------------------------------------------------------------------------------
 
 
@@ -944,3 +944,35 @@ def test_every_builtin_import_string_resolves(plugin_env):
     for kind in ("datasets", "architectures", "losses", "detectors"):
         for entry in get_plugins().registry(kind).entries():
             assert isinstance(entry.target, str) and callable(entry.factory), (kind, entry.name)
+
+
+# Peak RSS from /proc (VmHWM: this process image's own; getrusage's ru_maxrss would count the forking pytest).
+STARTUP_PROBE = """\
+import json, re, sys
+from logitnorm_bench.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+heavy = sorted(m for m in ("torch", "torchvision", "pytorch_ood", "numpy", "ood_bench_paper.detectors")
+               if m in sys.modules)
+try:
+    rss_mb = int(re.search(r"VmHWM:\\s*(\\d+) kB", open("/proc/self/status").read()).group(1)) / 1024
+except OSError:  # no /proc (not Linux)
+    rss_mb = None
+print(json.dumps({"code": code, "heavy": heavy, "rss_mb": rss_mb}), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("args", [["list"], ["--help"], ["run", "--help"], ["plan", "bad.yaml"]],
+                         ids=["list", "help", "run-help", "yaml-error"])
+def test_startup_imports_no_torch(args, tmp_path):
+    (tmp_path / "bad.yaml").write_text("suite: bad\nexperiments: [unclosed\n")
+    env = {k: v for k, v in os.environ.items() if k not in PLUGIN_ENV}
+    env["OOD_BENCH_PLUGINS"] = "ood-bench"  # the built-ins, whatever else is installed here
+    done = subprocess.run([sys.executable, "-c", STARTUP_PROBE, *args], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)
+    probe = json.loads(done.stderr.strip().splitlines()[-1])
+    assert probe["code"] == (2 if args[0] == "plan" else 0), done.stderr
+    assert probe["heavy"] == [], f"ood-bench {' '.join(args)} imported {probe['heavy']}"
+    assert probe["rss_mb"] is None or probe["rss_mb"] < 150, probe  # ~20-25 MB; torch alone is ~800 MB
