@@ -178,6 +178,7 @@ def digits_mlp(num_classes: int, input_shape: Sequence[int] = (1, 8, 8), width: 
 
 @hookimpl
 def register_architectures(register):
-    """This module as a plugin itself (``Plugins.add(ood_bench_paper.architectures, ...)``); the entry point
-    ``paper_architectures`` is the light :data:`ood_bench_paper.plugin.architectures`, which registers the same."""
-    plugin.architectures.register_architectures(register)
+    """This module as a plugin itself (``Plugins.add(ood_bench_paper.architectures, ...)``): the components of the
+    entry point ``paper_architectures`` (the light :data:`ood_bench_paper.plugin.architectures`, which registers import
+    strings), registered here as the callables, since this module is imported anyway."""
+    plugin.register_defined(register, plugin.ARCHITECTURES, globals())

@@ -474,6 +474,7 @@ class PhotoPatches(DatasetSource):
 
 @hookimpl
 def register_datasets(register):
-    """This module as a plugin itself (``Plugins.add(ood_bench_paper.datasets, ...)``); the entry point
-    ``paper_datasets`` is the light :data:`ood_bench_paper.plugin.datasets`, which registers the same."""
-    plugin.datasets.register_datasets(register)
+    """This module as a plugin itself (``Plugins.add(ood_bench_paper.datasets, ...)``): the components of the
+    entry point ``paper_datasets`` (the light :data:`ood_bench_paper.plugin.datasets`, which registers import
+    strings), registered here as the callables, since this module is imported anyway."""
+    plugin.register_defined(register, plugin.DATASETS, globals())

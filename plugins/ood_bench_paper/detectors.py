@@ -220,6 +220,7 @@ class GODIN(Detector):
 
 @hookimpl
 def register_detectors(register):
-    """This module as a plugin itself (``Plugins.add(ood_bench_paper.detectors, ...)``); the entry point
-    ``paper_detectors`` is the light :data:`ood_bench_paper.plugin.detectors`, which registers the same."""
-    plugin.detectors.register_detectors(register)
+    """This module as a plugin itself (``Plugins.add(ood_bench_paper.detectors, ...)``): the components of the
+    entry point ``paper_detectors`` (the light :data:`ood_bench_paper.plugin.detectors`, which registers import
+    strings), registered here as the callables, since this module is imported anyway."""
+    plugin.register_defined(register, plugin.DETECTORS, globals())

@@ -96,6 +96,7 @@ class GodinLoss(Loss):
 
 @hookimpl
 def register_losses(register):
-    """This module as a plugin itself (``Plugins.add(ood_bench_paper.losses, ...)``); the entry point
-    ``paper_losses`` is the light :data:`ood_bench_paper.plugin.losses`, which registers the same."""
-    plugin.losses.register_losses(register)
+    """This module as a plugin itself (``Plugins.add(ood_bench_paper.losses, ...)``): the components of the
+    entry point ``paper_losses`` (the light :data:`ood_bench_paper.plugin.losses`, which registers import
+    strings), registered here as the callables, since this module is imported anyway."""
+    plugin.register_defined(register, plugin.LOSSES, globals())

@@ -71,6 +71,13 @@ def _plugin(kind: str, module: str, table: dict[str, tuple[str, str]]) -> object
     return type(f"Paper{kind.title()}", (), {hook: hookimpl(register_all), "module": module, "table": table})()
 
 
+def register_defined(register, table: dict[str, tuple[str, str]], namespace: dict) -> None:
+    """Register ``table`` with the callables themselves, from the namespace of the module that
+    defines them: for that module's own hookimpl, which runs only once the module is imported."""
+    for name, (attribute, description) in table.items():
+        register(name, namespace[attribute], description=description)
+
+
 # The entry points (pyproject.toml): paper_datasets = "ood_bench_paper.plugin:datasets", ...
 datasets = _plugin("datasets", "ood_bench_paper.datasets", DATASETS)
 architectures = _plugin("architectures", "ood_bench_paper.architectures", ARCHITECTURES)
