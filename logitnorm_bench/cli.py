@@ -46,10 +46,16 @@ def _add_executor_flags(p: argparse.ArgumentParser) -> None:
     """
     from logitnorm_bench.plugins import get_plugins
 
-    for entry in get_plugins().executors.entries():
-        for flag, option, help_text in getattr(entry.factory, "CLI_OPTIONS", ()):
-            p.add_argument(flag, dest=f"executor_flag:{entry.name}:{option}:{flag}", default=None,
-                           help=f"{help_text} (--executor {entry.name})")
+    plugins = get_plugins()
+    for entry in plugins.executors.entries():
+        try:
+            options = list(getattr(entry.factory, "CLI_OPTIONS", ()))
+            for flag, option, help_text in options:
+                p.add_argument(flag, dest=f"executor_flag:{entry.name}:{option}:{flag}", default=None,
+                               help=f"{help_text} (--executor {entry.name})")
+        except (OodBenchError, argparse.ArgumentError, TypeError, ValueError) as exc:  # a plugin's flag taken
+            plugins.fail(f"executor '{entry.name}' of plugin '{entry.plugin}' ({entry.distribution}): its "
+                          f"CLI_OPTIONS are not added: {exc}", exc)
 
 
 def _executor_flags(args) -> dict[str, str]:
@@ -137,7 +143,11 @@ def _command_of(argv: list[str] | None) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser(argv)
+    try:
+        parser = build_parser(argv)
+    except OodBenchError as exc:  # strict plugins (OOD_BENCH_STRICT_PLUGINS=1): a broken one, even for --help
+        print(f"ood-bench: error: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -179,9 +189,10 @@ def cmd_list(args) -> int:
     plugins = get_plugins()
     for kind in [args.kind] if args.kind else KINDS:
         print(f"{kind}:")
-        for e in plugins.registry(kind).entries():
+        registry = plugins.registry(kind)
+        for e in registry.all_entries():  # a bare name's row is what it means; the others are qualified
             desc = f"  {e.description}" if e.description else ""
-            print(f"  {e.name:<16} {e.distribution:<20}{desc}")
+            print(f"  {registry.canonical(e.qualified_name):<16} {e.distribution:<20}{desc}")
     return 0
 
 

@@ -165,10 +165,13 @@ class Detector:
         return {}
 
     def score_outputs(self, outputs: ModelOutputs, model: nn.Module) -> Tensor:
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement score_outputs(outputs, model); a detector implements it, "
+            f"or sets needs_input_grad = True and implements score_inputs(model, x)")
 
     def score_inputs(self, model: nn.Module, x: Tensor) -> Tensor:
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} sets needs_input_grad = True but does not implement score_inputs(model, x)")
 
 
 # --------------------------------------------------------------------------------------

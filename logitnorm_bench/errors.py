@@ -29,12 +29,13 @@ class UnknownNameError(ConfigError):
     """A component name that no plugin registered."""
 
 
-class DuplicateNameError(OodBenchError):
-    """Two plugins registered the same name for the same kind."""
-
-
 class PluginError(OodBenchError):
-    """A plugin failed to load or register (raised only in strict mode)."""
+    """A plugin failed to load or register (raised only in strict mode), or a component registered as an
+    import string could not be imported."""
+
+
+class DuplicateNameError(PluginError):
+    """Two plugins registered the same name for the same kind (raised only in strict mode)."""
 
 
 class DataMissingError(ConfigError):

@@ -38,24 +38,48 @@ def forward_pass(model: nn.Module, x: torch.Tensor, batch_size: int, device: tor
     return ModelOutputs(torch.cat(logits), torch.cat(feats) if with_features else None)
 
 
+SCORES_CONTRACT = "a detector returns a 1-D float tensor, one score per input, higher = more in-distribution"
+
+
 def score_set(detector, model: nn.Module, x: torch.Tensor, outputs: ModelOutputs, batch_size: int,
               device: torch.device) -> torch.Tensor:
     """Scores of one detector on one set: from the shared outputs, or with its own input pass."""
     chunks = []
+    method = f"{type(detector).__name__}.{'score_inputs' if detector.needs_input_grad else 'score_outputs'}"
     for i in range(0, x.shape[0], batch_size):
         if detector.needs_input_grad:
             s = detector.score_inputs(model, x[i:i + batch_size].to(device))
         else:
             feats = outputs.features[i:i + batch_size].to(device) if outputs.features is not None else None
             s = detector.score_outputs(ModelOutputs(outputs.logits[i:i + batch_size].to(device), feats), model)
-        chunks.append(s.detach().float().cpu().reshape(-1))
+        chunks.append(as_scores(s, min(batch_size, x.shape[0] - i), method))
     scores = torch.cat(chunks)
-    if scores.shape[0] != x.shape[0]:
-        raise ValueError(f"detector returned {scores.shape[0]} scores for {x.shape[0]} inputs")
     if not torch.isfinite(scores).all():
         bad = int((~torch.isfinite(scores)).sum())
         raise ValueError(f"detector returned {bad} non-finite scores (NaN or inf) of {scores.shape[0]}")
     return scores
+
+
+def as_scores(s, n: int, method: str) -> torch.Tensor:
+    """A detector's scores for a batch of ``n`` as a 1-D float tensor on the CPU.
+
+    A numpy array or a list of numbers is accepted and converted; anything else, or a count other
+    than ``n`` (a ``(n, 1)`` column is fine), is refused with what the contract wants.
+    """
+    if not isinstance(s, torch.Tensor):
+        what = type(s).__name__
+        if not (isinstance(s, (list, tuple)) or type(s).__module__ == "numpy"):
+            raise TypeError(f"{method} returned a {what}; {SCORES_CONTRACT}")
+        try:
+            s = torch.as_tensor(s)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise TypeError(f"{method} returned a {what} that is not numbers ({exc}); {SCORES_CONTRACT}") from None
+    if s.is_complex():
+        raise TypeError(f"{method} returned {s.dtype} scores; {SCORES_CONTRACT}")
+    if s.numel() != n or (s.ndim > 1 and tuple(s.shape) != (n, 1)):
+        raise ValueError(f"{method} returned {s.numel()} scores for {n} inputs (shape {tuple(s.shape)}); "
+                         f"{SCORES_CONTRACT}")
+    return s.detach().float().cpu().reshape(-1)
 
 
 def sample_indices(n: int, k: int | None, seed: int) -> torch.Tensor:
@@ -94,9 +118,11 @@ class Evaluator:
         t0 = time.perf_counter()
         id_x, id_y = self.id_test or materialize(self.id_source.build("test", self.ctx))
         detectors: dict[str, Any] = {}
+        names: dict[str, str] = {}
         for c in cells:
             key = _det_key(c)
             if key not in detectors:
+                names[key] = c.detector
                 detectors[key] = self.plugins.detectors.build(c.detector, **c.detector_params)
         with_features = any(d.needs_features for d in detectors.values())
         id_out = forward_pass(model, id_x, bs, dev, with_features)
@@ -110,7 +136,7 @@ class Evaluator:
                     fit_info[key] = det.fit(self._fit_data())
                 id_scores[key] = score_set(det, model, id_x, id_out, bs, dev)
             except Exception as exc:  # one broken detector must not stop the others
-                errors[key] = f"{type(exc).__name__}: {exc}"
+                errors[key] = self._describe(exc, "detectors", names[key])
         id_seconds = time.perf_counter() - t0
 
         by_ood: dict[str, list] = {}
@@ -123,7 +149,7 @@ class Evaluator:
                 ood_out = forward_pass(model, ood_x, bs, dev, with_features)
             except Exception as exc:
                 for c in ood_cells:
-                    yield c, {"error": f"OOD set {ood_name}: {type(exc).__name__}: {exc}"}
+                    yield c, {"error": f"OOD set {ood_name}: {self._describe(exc, 'datasets', ood_name)}"}
                 continue
             per_set = {m.name: float(m.compute(ood_out.logits)) for m in metrics.metrics_of("ood_set")}
             pass_seconds = time.perf_counter() - t1
@@ -137,7 +163,7 @@ class Evaluator:
                     ood_scores = score_set(detectors[key], model, ood_x, ood_out, bs, dev)
                     m = metrics.ood_metrics(id_scores[key], ood_scores)
                 except Exception as exc:
-                    yield c, {"error": f"{type(exc).__name__}: {exc}"}
+                    yield c, {"error": self._describe(exc, "detectors", c.detector)}
                     continue
                 yield c, {
                     "metrics": m,
@@ -148,6 +174,17 @@ class Evaluator:
                     "eval_seconds": {"id_pass_and_scores": id_seconds, "ood_pass": pass_seconds,
                                      "ood_scores": time.perf_counter() - t2},
                 }
+
+    def _describe(self, exc: Exception, kind: str, name: str) -> str:
+        """The error in one line, naming the plugin and the file:line it was raised at."""
+        describe = getattr(self.plugins, "describe_error", None)
+        if describe is None:
+            return f"{type(exc).__name__}: {exc}"
+        try:
+            entry = self.plugins.registry(kind).get(name)
+        except Exception:
+            entry = None
+        return describe(exc, entry)
 
     def _id_metrics(self, out: ModelOutputs, labels: torch.Tensor) -> dict:
         result = {}

@@ -5,7 +5,9 @@ executors, bundled suites and report sections.
 
 Every hook is a register-callback (the style of llm and datasette): the harness calls
 ``register_<kind>(register)`` and the plugin calls ``register(name, factory, **info)`` once
-per component, so one plugin module can provide many named things.
+per component, so one plugin module can provide many named things.  ``factory`` is a callable or
+an import string ``"package.module:attribute"``, imported only when the component is built or its
+parameters are resolved (so a plugin whose components need torch can be listed without it).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 class Register(Protocol):
-    def __call__(self, name: str, factory: Callable[..., Any], *, description: str = "") -> None: ...
+    def __call__(self, name: str, factory: Callable[..., Any] | str, *, description: str = "") -> None: ...
 
 
 @hookspec

@@ -4,6 +4,9 @@ A TrainingRun's id is a hash of everything that changes the trained weights (dat
 and resolved params, loss and resolved params, the hashed part of the recipe, seed, given weights),
 so one training serves every detector, OOD set and experiment that uses it, across suites sharing
 a results folder.  An EvaluationCell adds the detector, its params, the OOD set and the protocol.
+A component from a plugin other than the built-ins is hashed with its distribution's name
+(:func:`component_identity`), so a bare name that comes to mean another plugin's component never
+reuses the old one's results.
 """
 
 from __future__ import annotations
@@ -119,12 +122,34 @@ class Plan:
         return out
 
 
-def run_identity(id_dataset, arch, arch_params, loss, loss_params, seed, train, weights, smoke) -> dict:
+def run_identity(id_dataset, arch, arch_params, loss, loss_params, seed, train, weights, smoke,
+                 providers: dict | None = None) -> dict:
     hashed_train = {k: v for k, v in train.items() if k not in TrainRecipe.NOT_HASHED}
-    return {"id_dataset": id_dataset, "arch": arch, "arch_params": arch_params, "loss": loss,
-            "loss_params": loss_params, "seed": seed, "weights": weights, "smoke": smoke,
-            # Given weights are not trained: the recipe does not shape them.
-            "train": None if weights else hashed_train}
+    identity = {"id_dataset": id_dataset, "arch": arch, "arch_params": arch_params, "loss": loss,
+                "loss_params": loss_params, "seed": seed, "weights": weights, "smoke": smoke,
+                # Given weights are not trained: the recipe does not shape them.
+                "train": None if weights else hashed_train}
+    if providers:
+        identity["providers"] = providers
+    return identity
+
+
+def component_identity(plugins, **components: tuple[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """What identifies the components ``key=(kind, name)`` in a hash: ``({key: bare name},
+    {key: distribution})``, the distribution given only for a component that is not a built-in.
+
+    A bare name that comes to mean another distribution's component (one installed or removed) thus
+    names another run, never silently the old one; a component hashes the same whether the suite
+    names it ``a-plugin:maxlogit`` or ``maxlogit``.  The built-ins (which always win their bare names)
+    add nothing, so their hashes are as they always were.
+    """
+    names, providers = {}, {}
+    for key, (kind, name) in components.items():
+        entry = plugins.registry(kind).get(name)
+        names[key] = entry.name
+        if not entry.builtin:
+            providers[key] = entry.provider_key
+    return names, providers
 
 
 def make_plan(suite: Suite, plugins, smoke: bool = False) -> Plan:
@@ -139,8 +164,10 @@ def make_plan(suite: Suite, plugins, smoke: bool = False) -> Plan:
             keep: bool = True) -> EvaluationCell:
         """The run and cell of one combination (the cell is added to the plan when ``keep``)."""
         arch_params, loss_params, det_params = c.arch_params, c.loss_params, c.detector_params
-        identity = run_identity(c.id_dataset, c.arch, arch_params, c.loss, loss_params, c.seed,
-                                train, c.weights, smoke)
+        names, providers = component_identity(plugins, id_dataset=("datasets", c.id_dataset),
+                                              arch=("architectures", c.arch), loss=("losses", c.loss))
+        identity = run_identity(names["id_dataset"], names["arch"], arch_params, names["loss"], loss_params,
+                                c.seed, train, c.weights, smoke, providers)
         run_id = stable_hash(identity)
         run = runs.get(run_id)
         if run is None:
@@ -149,10 +176,14 @@ def make_plan(suite: Suite, plugins, smoke: bool = False) -> Plan:
         if exp_name not in run.experiments:
             run.experiments.append(exp_name)
         eval_hashed = {k: evaluation[k] for k in EVAL_HASHED}
-        ident = {"run": run_id, "detector": c.detector, "detector_params": det_params,
-                 "ood_dataset": c.ood_dataset, "evaluation": eval_hashed}
+        names, providers = component_identity(plugins, detector=("detectors", c.detector),
+                                              ood_dataset=("datasets", c.ood_dataset))
+        ident = {"run": run_id, "detector": names["detector"], "detector_params": det_params,
+                 "ood_dataset": names["ood_dataset"], "evaluation": eval_hashed}
         if split != "test":  # test cells keep the hash they always had
             ident["split"] = split
+        if providers:
+            ident["providers"] = providers
         cell_id = stable_hash(ident)
         cell = cells.get(cell_id) if keep else None
         if cell is None:

@@ -2,8 +2,19 @@
 
 Entry points of the group ``ood_bench`` are loaded one by one, by us rather than by pluggy's
 ``load_setuptools_entrypoints``: that one lets an exception raised while importing one broken
-plugin take the whole CLI down.  Here a broken plugin gives one warning naming its distribution
-and the error, and everything else still works (``OOD_BENCH_STRICT_PLUGINS=1`` makes it an error).
+plugin take the whole CLI down.  Here a broken plugin -- one that fails to import or to register,
+a distribution without a name, a plugin name or component name that is already taken -- gives one
+warning naming what clashed and is skipped; everything else still works
+(``OOD_BENCH_STRICT_PLUGINS=1`` makes it an error).
+
+Every component has a qualified name, ``distribution:name`` (``ood-bench:msp``), and a bare name
+(``msp``).  Two plugins may register one bare name: the bare name means the first in the load order
+-- the built-ins (the ``ood-bench`` distribution) first, then the other distributions sorted by name
+-- and the others stay reachable by their qualified names.
+
+A factory may be registered as an import string, ``"package.module:attribute"``: it is imported when
+the component is built or its signature is read, so loading the plugins (``ood-bench list``,
+``--help``, a suite with a syntax error) imports no torch.
 
 ``OOD_BENCH_PLUGINS=name1,name2`` loads only the entry points or distributions named (``ood-bench``
 is the distribution of the built-ins); unset, every installed plugin loads.
@@ -12,17 +23,23 @@ is the distribution of the built-ins); unset, every installed plugin loads.
 from __future__ import annotations
 
 import difflib
+import importlib
+import inspect
 import os
 import re
+import sys
+import traceback
 import warnings
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from functools import cached_property
+from importlib import metadata
+from pathlib import Path
 from typing import Any, Callable
 
 import pluggy
 
 from logitnorm_bench import hookspecs
-from logitnorm_bench.errors import DuplicateNameError, PluginError, UnknownNameError
+from logitnorm_bench.errors import DuplicateNameError, OodBenchError, PluginError, UnknownNameError
 
 GROUP = "ood_bench"
 KINDS = ("datasets", "architectures", "losses", "detectors", "executors", "suites", "reports")
@@ -30,6 +47,9 @@ SINGULAR = {"datasets": "dataset", "architectures": "architecture", "losses": "l
             "executors": "executor", "suites": "suite", "reports": "report section"}
 STRICT_ENV = "OOD_BENCH_STRICT_PLUGINS"
 SELECT_ENV = "OOD_BENCH_PLUGINS"
+BUILTIN = "ood-bench"  #: the harness's own distribution: its components win bare-name clashes
+IN_PROCESS = "(in-process)"
+_HARNESS = Path(__file__).resolve().parent  # the harness's own code: never "in a plugin's package"
 
 
 class PluginLoadWarning(UserWarning):
@@ -38,49 +58,130 @@ class PluginLoadWarning(UserWarning):
 
 @dataclass(frozen=True)
 class Entry:
-    name: str
-    factory: Callable[..., Any]
+    """One registered component."""
+
+    name: str  #: the bare name
+    target: Callable[..., Any] | str  #: the factory, or ``"module:attribute"`` imported on first use
     plugin: str  #: the plugin (entry point) that registered it
     distribution: str  #: the distribution providing it, with its version
     description: str = ""
+    kind: str = ""  #: "detectors", ...
+    provider: str = ""  #: the qualifier of its qualified name: its distribution's name (or its plugin's)
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.provider or self.plugin}:{self.name}"
+
+    @property
+    def provider_key(self) -> str:
+        """The provider as names compare (``OOD_Bench`` = ``ood-bench``)."""
+        return _normalize(self.provider or self.plugin)
+
+    @property
+    def builtin(self) -> bool:
+        return self.provider_key == BUILTIN
+
+    @cached_property
+    def factory(self) -> Callable[..., Any]:
+        """The factory; an import string is imported now (a failure is a :class:`PluginError`)."""
+        if not isinstance(self.target, str):
+            return self.target
+        module_name, _, attr = self.target.partition(":")
+        try:
+            obj = importlib.import_module(module_name)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except Exception as exc:
+            raise PluginError(f"{self._label()}: cannot import its factory '{self.target}': "
+                              f"{type(exc).__name__}: {exc}") from exc
+        if not callable(obj):
+            raise PluginError(f"{self._label()}: its factory '{self.target}' is a {type(obj).__name__}, "
+                              f"not a callable")
+        return obj
+
+    def _label(self) -> str:
+        return f"{SINGULAR.get(self.kind, 'component')} '{self.name}' of plugin '{self.plugin}' ({self.distribution})"
 
 
 class Registry:
-    """Named factories of one kind.  Duplicates are errors; unknown names suggest close matches."""
+    """Named factories of one kind.
 
-    def __init__(self, kind: str):
+    Every entry is reachable by its qualified name (``provider:name``); a bare name means the first
+    entry registered under it (see :meth:`Plugins._collect` for the order).  Unknown names suggest
+    close matches.
+    """
+
+    def __init__(self, kind: str, hint: Callable[[str], str] | None = None):
         self.kind = kind
         self.noun = SINGULAR.get(kind, kind)  #: "loss" for "losses", in messages
-        self._entries: dict[str, Entry] = {}
+        self._bare: dict[str, Entry] = {}  # bare name -> the entry it means
+        self._qualified: dict[str, Entry] = {}  # normalised qualified name -> entry (every entry)
+        self._hint = hint  # name -> why it may be missing (OOD_BENCH_PLUGINS), for unknown-name messages
 
-    def add(self, entry: Entry) -> None:
-        old = self._entries.get(entry.name)
-        if old is not None:
-            raise DuplicateNameError(
-                f"{self.noun} '{entry.name}' is registered twice: by plugin '{old.plugin}' "
-                f"({old.distribution}) and by plugin '{entry.plugin}' ({entry.distribution})"
-            )
-        self._entries[entry.name] = entry
+    def add(self, entry: Entry) -> str | None:
+        """Add ``entry``; returns the warning when its name clashes, ``None`` otherwise.
+
+        The same qualified name twice: the second is skipped.  A bare name taken by another
+        provider: the bare name keeps its meaning, the new entry is reachable by its qualified name.
+        """
+        key = _qualify_key(entry.qualified_name)
+        same = self._qualified.get(key)
+        if same is not None:
+            return (f"{self.noun} '{entry.name}' is registered twice by {entry.provider}: by plugin "
+                    f"'{same.plugin}' ({same.distribution}) and by plugin '{entry.plugin}' "
+                    f"({entry.distribution}); the second is skipped")
+        self._qualified[key] = entry
+        old = self._bare.get(entry.name)
+        if old is None:
+            self._bare[entry.name] = entry
+            return None
+        return (f"{self.noun} '{entry.name}' is registered twice: by plugin '{old.plugin}' ({old.distribution}) "
+                f"and by plugin '{entry.plugin}' ({entry.distribution}); '{entry.name}' means "
+                f"'{old.qualified_name}', the other is '{entry.qualified_name}'")
+
+    def _find(self, name: object) -> Entry | None:
+        if not isinstance(name, str):
+            return None
+        entry = self._bare.get(name)
+        if entry is None and ":" in name:
+            entry = self._qualified.get(_qualify_key(name))
+        return entry
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return self._find(name) is not None
 
     def names(self) -> list[str]:
-        return sorted(self._entries)
+        """The bare names."""
+        return sorted(self._bare)
 
     def entries(self) -> list[Entry]:
-        return [self._entries[n] for n in self.names()]
+        """The entry each bare name means, sorted by name."""
+        return [self._bare[n] for n in self.names()]
+
+    def all_entries(self) -> list[Entry]:
+        """Every entry: also those whose bare name means another (reachable by qualified name only)."""
+        return sorted(self._qualified.values(), key=lambda e: (e.name, self._bare[e.name] is not e,
+                                                               _normalize(e.provider)))
 
     def get(self, name: str) -> Entry:
-        try:
-            return self._entries[name]
-        except KeyError:
-            raise UnknownNameError(self.unknown_message(name)) from None
+        entry = self._find(name)
+        if entry is None:
+            raise UnknownNameError(self.unknown_message(name))
+        return entry
+
+    def canonical(self, name: str) -> str:
+        """The shortest name that means the same entry now: the bare name, or the qualified one when
+        the bare name means another entry (``ood-bench:msp`` -> ``msp``)."""
+        entry = self.get(name)
+        return entry.name if self._bare.get(entry.name) is entry else entry.qualified_name
 
     def unknown_message(self, name: str) -> str:
-        close = difflib.get_close_matches(str(name), self.names(), n=3, cutoff=0.5)
+        candidates = self.names() + ([e.qualified_name for e in self._qualified.values()] if ":" in str(name) else [])
+        close = difflib.get_close_matches(str(name), candidates, n=3, cutoff=0.5)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        return f"unknown {self.noun} '{name}'.{hint} Known: {', '.join(self.names()) or '(none)'}"
+        message = f"unknown {self.noun} '{name}'.{hint} Known: {', '.join(self.names()) or '(none)'}"
+        why = self._hint(str(name)) if self._hint is not None else ""
+        return f"{message} ({why})" if why else message
 
     def build(self, name: str, *args: Any, **params: Any) -> Any:
         return self.get(name).factory(*args, **params)
@@ -94,51 +195,55 @@ class Plugins:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.distributions: dict[str, str] = {}  # plugin name -> "dist version"
+        self.providers: dict[str, str] = {}  # plugin name -> the qualifier of its components' names
         self.failures: list[str] = []
+        self.excluded: list[tuple[Any, str]] = []  # (entry point, distribution name) OOD_BENCH_PLUGINS left out
+        self._order: dict[str, int] = {}  # plugin name -> position in the load order
+        self.registries: dict[str, Registry] = {}
         if load_entry_points:
             self._load_entry_points()
-        self.registries: dict[str, Registry] = {}
 
     # -- loading -------------------------------------------------------------------------------
     def _load_entry_points(self) -> None:
         selected = _selection()  # normalised name -> as the user wrote it
         matched: set[str] = set()
         known: set[str] = set()
-        for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
-            dist = getattr(ep, "dist", None)
-            dist_name = dist.metadata["Name"] if dist is not None else "?"
-            dist_label = f"{dist_name} {dist.version}" if dist is not None else "?"
+        for ep, dist_name, dist_label in _installed_entry_points(self.fail):
             names = {_normalize(ep.name), _normalize(dist_name)}
-            known |= {ep.name, dist_name} if dist is not None else {ep.name}
+            known |= {ep.name, dist_name}
             if selected is not None:
                 if not names & selected.keys():
+                    self.excluded.append((ep, dist_name))
                     continue
                 matched |= names & selected.keys()
             try:
                 module = ep.load()
-                self.add(module, name=ep.name, distribution=dist_label)
+                self.add(module, name=ep.name, distribution=dist_label, provider=dist_name)
             except PluginError as exc:  # from add(): its message names the plugin and distribution
-                self._fail(str(exc), exc)
+                self.fail(str(exc), exc)
             except Exception as exc:  # a broken plugin must not take the others down
-                self._fail(f"plugin '{ep.name}' from distribution {dist_label} failed to load: "
+                self.fail(f"plugin '{ep.name}' from distribution {dist_label} failed to load: "
                            f"{type(exc).__name__}: {exc}", exc)
         for key in sorted((selected or {}).keys() - matched):  # a typo would silently load nothing
             name = selected[key]
             close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.5)
             hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-            self._fail(f"{SELECT_ENV} names '{name}', which is neither an installed plugin (entry point of "
+            self.fail(f"{SELECT_ENV} names '{name}', which is neither an installed plugin (entry point of "
                        f"the group '{GROUP}') nor a distribution providing one.{hint} "
                        f"Known: {', '.join(sorted(known)) or '(none)'}")
 
-    def add(self, plugin: object, *, name: str, distribution: str = "(in-process)") -> None:
+    def add(self, plugin: object, *, name: str, distribution: str = IN_PROCESS,
+            provider: str | None = None) -> None:
         """Register one plugin object (a module or an instance with hookimpls).
 
+        ``provider`` qualifies its components' names (``provider:name``); by default the
+        distribution's name (``distribution`` less its version), or ``name`` for an in-process plugin.
         Raises :class:`PluginError`, registering nothing, when the name is taken, the object is
         already registered, or a hookimpl matches no hookspec or takes arguments its hookspec lacks.
         """
         if self.pm.get_plugin(name) is not None:
             raise PluginError(f"plugin name '{name}' ({distribution}) is already taken by the plugin from "
-                              f"{self.distributions.get(name, '(in-process)')}")
+                              f"{self.distributions.get(name, IN_PROCESS)}; the second is skipped")
         if self.pm.is_registered(plugin):
             raise PluginError(f"plugin '{name}' ({distribution}) is already registered as plugin "
                               f"'{self.pm.get_name(plugin)}'")
@@ -153,12 +258,17 @@ class Plugins:
             message = " ".join(str(exc).split())  # one line (pluggy's messages span several)
             raise PluginError(f"plugin '{name}' ({distribution}): {message}") from None
         self.distributions[name] = distribution
+        if provider is None:
+            provider = name if distribution in (IN_PROCESS, "?", "") else distribution.rsplit(" ", 1)[0]
+        self.providers[name] = provider
+        self._order[name] = len(self._order)
         self.registries = {}  # rebuilt lazily
 
-    def _fail(self, message: str, exc: BaseException | None = None) -> None:
+    def fail(self, message: str, exc: BaseException | None = None, error: type[PluginError] = PluginError) -> None:
+        """A plugin's fault: one :class:`PluginLoadWarning` (strict mode: raise ``error``); the rest goes on."""
         self.failures.append(message)
         if self.strict:
-            raise PluginError(message) from exc
+            raise error(message) from exc
         warnings.warn(message, PluginLoadWarning, stacklevel=3)
 
     # -- registries ----------------------------------------------------------------------------
@@ -170,24 +280,73 @@ class Plugins:
         return self.registries[kind]
 
     def _collect(self, kind: str) -> Registry:
-        reg = Registry(kind)
-        hook = getattr(self.pm.hook, f"register_{kind}")
-        for impl in hook.get_hookimpls():  # registration order (pluggy *calls* them last-registered first)
-            plugin_name = self.pm.get_name(impl.plugin) or "?"
-            dist = self.distributions.get(plugin_name, "(in-process)")
+        """Ask every plugin's ``register_<kind>``: built-ins first, then in load order.
 
-            def register(name: str, factory: Callable[..., Any], *, description: str = "",
-                         _p: str = plugin_name, _d: str = dist) -> None:
-                reg.add(Entry(name, factory, _p, _d, description))
+        That order (not pluggy's call order, which ``tryfirst`` could change) decides what a bare
+        name means when two plugins register it.
+        """
+        reg = Registry(kind, hint=lambda name: self._excluded_hint(kind, name))
+        hook = getattr(self.pm.hook, f"register_{kind}")
+        impls = sorted(hook.get_hookimpls(), key=lambda impl: self._rank(self.pm.get_name(impl.plugin)))
+        for impl in impls:
+            plugin_name = self.pm.get_name(impl.plugin) or "?"
+            dist = self.distributions.get(plugin_name, IN_PROCESS)
+            provider = self.providers.get(plugin_name, plugin_name)
+
+            def register(name: str, factory: Callable[..., Any] | str, *, description: str = "",
+                         _p: str = plugin_name, _d: str = dist, _q: str = provider) -> None:
+                problem = _registration_problem(name, factory)
+                if problem:
+                    self.fail(f"plugin '{_p}' ({_d}) registered {SINGULAR[kind]} {name!r} with {problem}; "
+                               f"skipped")
+                    return
+                clash = reg.add(Entry(name, factory, _p, _d, description, kind, _q))
+                if clash:
+                    self.fail(clash, error=DuplicateNameError)
 
             try:
                 impl.function(register=register)
-            except DuplicateNameError:
-                raise
+            except PluginError as exc:
+                if self.strict:  # raised by register() above: the strict mode's error
+                    raise
+                self.fail(f"plugin '{plugin_name}' ({dist}) failed in register_{kind}: {exc}", exc)
             except Exception as exc:
-                self._fail(f"plugin '{plugin_name}' ({dist}) failed in register_{kind}: "
+                self.fail(f"plugin '{plugin_name}' ({dist}) failed in register_{kind}: "
                            f"{type(exc).__name__}: {exc}", exc)
         return reg
+
+    def _rank(self, plugin_name: str | None) -> tuple[int, int]:
+        builtin = _normalize(self.providers.get(plugin_name or "", "")) == BUILTIN
+        return (0 if builtin else 1, self._order.get(plugin_name or "", len(self._order)))
+
+    def _excluded_hint(self, kind: str, name: str) -> str:
+        """Why ``name`` may be unknown: ``OOD_BENCH_PLUGINS`` left out the plugin that provides it."""
+        if not self.excluded:
+            return ""
+        setting = f"{SELECT_ENV}={os.environ.get(SELECT_ENV, '').strip()}"
+        provider = name.partition(":")[0] if ":" in name else None
+        for _ep, dist_name in self.excluded:
+            if provider is not None and _normalize(provider) == _normalize(dist_name):
+                return f"{setting} excludes the distribution {dist_name} that provides it"
+        # The built-ins' entry points are light registration modules: safe and cheap to ask.
+        for ep, dist_name in self.excluded:
+            if _normalize(dist_name) != BUILTIN:
+                continue
+            probe = Plugins(load_entry_points=False, strict=False)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    probe.add(ep.load(), name=ep.name, provider=dist_name)
+                    found = name in probe.registry(kind)
+            except Exception:
+                continue
+            if found:
+                return f"{setting} excludes the distribution {dist_name} that provides '{name}'"
+        others = sorted({f"{ep.name} ({dist_name})" for ep, dist_name in self.excluded
+                         if _normalize(dist_name) != BUILTIN})
+        if others:
+            return f"{setting} is set and excludes the plugin(s) {', '.join(others)}; one of them may provide it"
+        return ""
 
     @property
     def datasets(self) -> Registry:
@@ -221,6 +380,144 @@ class Plugins:
         """Plugin name -> providing distribution and version (for provenance)."""
         return dict(sorted(self.distributions.items()))
 
+    # -- errors raised inside plugins ----------------------------------------------------------
+    def describe_error(self, exc: BaseException, entry: Entry | None = None) -> str:
+        """One line: the error, the plugin whose code raised it and the file:line.
+
+        The place is the innermost frame in a plugin's code (a module that registered components,
+        or one that a registered factory lives in); failing that, where ``entry``'s factory is
+        defined (an error raised for it by the harness's base classes); failing that, the innermost
+        frame.  The harness's own errors (:class:`OodBenchError`) are returned as they are.
+        """
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if isinstance(exc, OodBenchError):
+            return text
+        files = self._plugin_files(entry)
+        frames = traceback.extract_tb(exc.__traceback__)
+        for frame in reversed(frames):
+            hit = files.get(os.path.realpath(frame.filename)) or _in_package(files, frame.filename)
+            if hit is not None:
+                plugin, dist, root = hit
+                what = f"{entry._label()}, " if entry is not None and entry.plugin == plugin else \
+                    f"plugin '{plugin}' ({dist}), " if plugin else f"{dist}, "
+                return f"{text} (in {what}at {_short(frame.filename, root)}:{frame.lineno})"
+        if entry is not None:
+            where = _definition(entry)
+            return f"{text} (in {entry._label()}{', defined at ' + where if where else ''})"
+        if frames:
+            return f"{text} (at {Path(frames[-1].filename).name}:{frames[-1].lineno})"
+        return text
+
+    def _plugin_files(self, entry: Entry | None) -> dict[str, tuple[str, str, str]]:
+        """realpath of a plugin's source file -> (plugin, distribution, import root), without importing."""
+        files: dict[str, tuple[str, str, str]] = {}
+
+        def note(module_name: str | None, plugin: str, first: bool = False) -> None:
+            module = sys.modules.get(module_name or "")
+            path = getattr(module, "__file__", None)
+            if not path:
+                return
+            key = os.path.realpath(path)
+            if first or key not in files:
+                depth = module_name.count(".") + (1 if Path(path).name == "__init__.py" else 0)
+                files[key] = (plugin, self.distributions.get(plugin, IN_PROCESS),
+                              str(Path(key).parents[depth]))
+
+        for name, plugin in self.pm.list_name_plugin():
+            note(plugin.__name__ if inspect.ismodule(plugin) else type(plugin).__module__, name)
+        for reg in self.registries.values():
+            for e in reg.all_entries():
+                note(_module_of(e.target), e.plugin)
+        if entry is not None:
+            note(_module_of(entry.target), entry.plugin, first=True)
+        return files
+
+
+def _module_of(target: Any) -> str | None:
+    return target.partition(":")[0] if isinstance(target, str) else getattr(target, "__module__", None)
+
+
+def _in_package(files: dict[str, tuple[str, str, str]], filename: str) -> tuple[str, str, str] | None:
+    """(no plugin, distribution, root) when ``filename`` is in the package of a plugin's module."""
+    path = Path(os.path.realpath(filename))
+    for key, (_, dist, root) in files.items():
+        package = Path(key).parent
+        if package not in (Path(root), _HARNESS) and package in path.parents:
+            return "", dist, root
+    return None
+
+
+def _short(filename: str, root: str) -> str:
+    try:
+        return Path(os.path.realpath(filename)).relative_to(root).as_posix()
+    except ValueError:
+        return Path(filename).name
+
+
+def _definition(entry: Entry) -> str:
+    """``file:line`` where the entry's factory is defined, if it is imported and has source."""
+    module = sys.modules.get(_module_of(entry.target) or "")
+    if isinstance(entry.target, str) and module is None:
+        return ""
+    try:
+        factory = entry.factory
+        path, line = inspect.getsourcefile(factory), inspect.getsourcelines(factory)[1]
+    except Exception:
+        return ""
+    return f"{Path(path).name}:{line}" if path else ""
+
+
+def _registration_problem(name: Any, factory: Any) -> str:
+    if not isinstance(name, str) or not name or ":" in name or name != name.strip():
+        return "a bad name (a non-empty string without ':' or surrounding spaces)"
+    if isinstance(factory, str):
+        module_name, sep, attr = factory.partition(":")
+        if not sep or not module_name or not attr:
+            return f"the factory {factory!r}, which is not an import string 'package.module:attribute'"
+        return ""
+    if not callable(factory):
+        return f"a factory that is a {type(factory).__name__}: expected a callable or 'package.module:attribute'"
+    return ""
+
+
+def _installed_entry_points(fail: Callable[..., None]) -> list[tuple[Any, str, str]]:
+    """(entry point, distribution name, "name version") of the group, in load order: the built-ins
+    first, then by distribution name and entry-point name.
+
+    A distribution on ``sys.path`` twice counts once (the first, as ``importlib.metadata`` does);
+    one whose metadata has no name is skipped with a warning (it would have no qualified names).
+    """
+    found: list[tuple[Any, str, str]] = []
+    seen: set[str] = set()
+    for dist in metadata.distributions():
+        try:
+            eps = [ep for ep in dist.entry_points if ep.group == GROUP]
+        except Exception:
+            continue
+        if not eps:
+            continue
+        where = str(getattr(dist, "_path", "") or "?")
+        try:
+            name = dist.metadata.get("Name")
+            version = dist.metadata.get("Version") or "?"
+        except Exception:
+            name, version = None, "?"
+        if not name or not str(name).strip():
+            fail(f"the distribution at {where} declares plugin(s) {', '.join(sorted(ep.name for ep in eps))} "
+                 f"but its metadata has no name; skipped")
+            continue
+        key = _normalize(name)
+        if key in seen:
+            continue
+        seen.add(key)
+        found += [(ep, str(name), f"{name} {version}") for ep in eps]
+    return sorted(found, key=lambda f: (_normalize(f[1]) != BUILTIN, _normalize(f[1]), f[0].name))
+
+
+def _qualify_key(qualified: str) -> str:
+    provider, _, name = qualified.partition(":")
+    return f"{_normalize(provider)}:{name}"
+
 
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
@@ -235,7 +532,7 @@ def _selection() -> dict[str, str] | None:
 
 def _normalize(name: str) -> str:
     """Names compare as PEP 503 compares distribution names: ``OOD_Bench``, ``ood.bench`` = ``ood-bench``."""
-    return re.sub(r"[-_.]+", "-", name.strip()).lower()
+    return re.sub(r"[-_.]+", "-", str(name).strip()).lower()
 
 
 _DEFAULT: Plugins | None = None

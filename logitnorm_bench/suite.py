@@ -797,6 +797,8 @@ def check_names(suite: Suite, plugins) -> None:
             name = getattr(c, name_key)
             if name not in reg:
                 raise ConfigError(reg.unknown_message(name), file=suite.path, key=f"{key}.{name_key}")
+            # `ood-bench:msp` and `msp` are one component: the plan names (and hashes) it one way.
+            name = out[name_key] = reg.canonical(name)
             if not params_key:
                 continue
             given = getattr(c, params_key)
@@ -826,6 +828,8 @@ def check_names(suite: Suite, plugins) -> None:
         if exp.select is not None and exp.select.ood_dataset not in plugins.registry("datasets"):
             raise ConfigError(plugins.registry("datasets").unknown_message(exp.select.ood_dataset),
                               file=suite.path, key=f"experiments.{exp.name}.select.ood_dataset")
+        if exp.select is not None:
+            exp.select.ood_dataset = plugins.registry("datasets").canonical(exp.select.ood_dataset)
         key = f"experiments.{exp.name}.matrix"
         if exp.select is not None:  # every candidate value must be valid too
             exp.candidates = [[resolve(with_param(c, exp.select.param, v), key) for v in exp.select.values]

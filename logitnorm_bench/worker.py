@@ -10,7 +10,6 @@ grid goes on.
 from __future__ import annotations
 
 import sys
-import traceback
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -214,12 +213,11 @@ def make_record(run: TrainingRun, cell: EvaluationCell, suite: str, dev, plugins
 
 
 def describe_error(exc: BaseException) -> str:
-    """One line: the error, and where it was raised when it is not one of the harness's own."""
+    """One line: the error, and where it was raised when it is not one of the harness's own: the
+    plugin and the file:line of its code (:meth:`~logitnorm_bench.plugins.Plugins.describe_error`)."""
     if isinstance(exc, (OodBenchError, DivergedError)):
         return f"{type(exc).__name__}: {exc}"
-    tb = traceback.extract_tb(exc.__traceback__)
-    where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
-    return f"{type(exc).__name__}: {exc}{where}"
+    return get_plugins().describe_error(exc)
 
 
 def _now() -> str:

@@ -29,6 +29,7 @@ from logitnorm_bench.components import Classifier, DataContext, DatasetSource, D
 from logitnorm_bench.errors import ConfigError, DuplicateNameError, PluginError, UnknownNameError
 from logitnorm_bench.params import resolve_params
 from logitnorm_bench.plugins import KINDS, PluginLoadWarning, Plugins, get_plugins
+from ood_bench_paper import plugin as builtin_plugin
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "ood-bench-example-plugin"
@@ -286,6 +287,22 @@ def test_ood_bench_plugins_typo_warns_with_did_you_mean(plugin_env):
         Plugins()
 
 
+def test_a_plugin_selection_that_excludes_the_builtins_says_so(plugin_env, tmp_path, capsys):
+    plugin_env.setenv("OOD_BENCH_PLUGINS", "paper_losses")
+    with pytest.raises(UnknownNameError) as info:
+        Plugins().registry("datasets").get("cifar10")
+    assert str(info.value) == ("unknown dataset 'cifar10'. Known: (none) (OOD_BENCH_PLUGINS=paper_losses excludes "
+                               "the distribution ood-bench that provides 'cifar10')")
+    suite = _write_suite(tmp_path / "s.yaml", id_dataset=["cifar10"], arch=["wrn40_2"], loss=["ce"],
+                         detector=["msp"], ood_dataset=["svhn"], seed=[0])
+    assert main(["plan", str(suite)]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "unknown dataset 'cifar10'. Known: (none) (OOD_BENCH_PLUGINS=paper_losses excludes the distribution "
+        "ood-bench that provides 'cifar10')")
+    with pytest.raises(UnknownNameError, match=r"Known: ce, godin, logitnorm, logitpenalty$"):  # no hint needed
+        Plugins().registry("losses").get("cee")
+
+
 # ------------------------------------------------------------------------------------------
 # Rules: duplicates, hook-name typos, failures inside register_*, did-you-mean
 # ------------------------------------------------------------------------------------------
@@ -303,29 +320,73 @@ class SecondMsp:
         register("my_msp", TinyDetector)
 
 
-def test_duplicate_component_name_names_both_plugins():
+def test_duplicate_component_name_warns_names_both_and_both_stay_reachable(plugin_env):
     plugins = Plugins(load_entry_points=False)
     plugins.add(FirstMsp(), name="first_plugin", distribution="first-dist 1.0")
     plugins.add(SecondMsp(), name="second_plugin", distribution="second-dist 2.0")
-    with pytest.raises(DuplicateNameError) as info:
+    with pytest.warns(PluginLoadWarning) as record:
+        detectors = plugins.registry("detectors")
+    assert [str(w.message) for w in record] == [
+        "detector 'my_msp' is registered twice: by plugin 'first_plugin' (first-dist 1.0) and by plugin "
+        "'second_plugin' (second-dist 2.0); 'my_msp' means 'first-dist:my_msp', the other is 'second-dist:my_msp'"]
+    assert detectors.names() == ["my_msp"]
+    assert detectors.get("my_msp").plugin == "first_plugin"  # the bare name: the first loaded
+    assert detectors.get("first-dist:my_msp").plugin == "first_plugin"
+    assert detectors.get("second-dist:my_msp").plugin == "second_plugin"  # side by side
+    assert detectors.get("Second_Dist:my_msp").plugin == "second_plugin"  # qualifiers compare like pip's names
+    assert detectors.canonical("first-dist:my_msp") == "my_msp"
+    assert detectors.canonical("second-dist:my_msp") == "second-dist:my_msp"
+    assert [e.qualified_name for e in detectors.all_entries()] == ["first-dist:my_msp", "second-dist:my_msp"]
+    # strict mode: an error naming both
+    plugin_env.setenv("OOD_BENCH_STRICT_PLUGINS", "1")
+    plugins = Plugins(load_entry_points=False)
+    plugins.add(FirstMsp(), name="first_plugin", distribution="first-dist 1.0")
+    plugins.add(SecondMsp(), name="second_plugin", distribution="second-dist 2.0")
+    with pytest.raises(DuplicateNameError, match=r"^detector 'my_msp' is registered twice: by plugin "
+                                                 r"'first_plugin' \(first-dist 1.0\) and by plugin 'second_plugin'"):
         plugins.registry("detectors")
-    message = str(info.value)
-    assert message == ("detector 'my_msp' is registered twice: by plugin 'first_plugin' (first-dist 1.0) "
-                       "and by plugin 'second_plugin' (second-dist 2.0)")
-    # ... also against a built-in, even in non-strict mode (a duplicate is never just a warning)
-    from ood_bench_paper import detectors
 
+
+def test_builtins_win_their_bare_names_whatever_the_order():
     class Shadow:
         @hookimpl
         def register_detectors(self, register):
             register("energy", TinyDetector)
 
     plugins = Plugins(load_entry_points=False, strict=False)
-    plugins.add(detectors, name="paper_detectors", distribution=BUILTIN_DIST)
-    plugins.add(Shadow(), name="shadow")
-    with pytest.raises(DuplicateNameError, match=r"^detector 'energy' is registered twice: by plugin "
-                                                 r"'paper_detectors' \(ood-bench .*\) and by plugin 'shadow'"):
-        plugins.registry("detectors")
+    plugins.add(Shadow(), name="shadow", distribution="shadow-dist 0.1")  # added (loaded) first, still loses
+    plugins.add(builtin_plugin.detectors, name="paper_detectors", distribution=BUILTIN_DIST)
+    with pytest.warns(PluginLoadWarning, match=r"^detector 'energy' is registered twice: by plugin "
+                                               r"'paper_detectors' \(ood-bench .*\) and by plugin 'shadow'.*"
+                                               r"'energy' means 'ood-bench:energy', the other is 'shadow-dist:energy'"):
+        detectors = plugins.registry("detectors")
+    assert detectors.get("energy").distribution == BUILTIN_DIST
+    assert detectors.get("ood-bench:energy") is detectors.get("energy")
+    assert detectors.get("shadow-dist:energy").factory is TinyDetector
+    assert "msp" in detectors and "ood-bench:msp" in detectors and "nowhere:msp" not in detectors
+
+
+def test_one_provider_registering_a_name_twice_keeps_the_first():
+    class Twice:
+        @hookimpl
+        def register_detectors(self, register):
+            register("again", TinyDetector, description="first")
+            register("again", Detector, description="second")
+            register("bad:name", TinyDetector)
+            register("no_factory", 42)
+            register("fine", TinyDetector)
+
+    plugins = Plugins(load_entry_points=False, strict=False)
+    plugins.add(Twice(), name="twice")
+    with pytest.warns(PluginLoadWarning) as record:
+        detectors = plugins.registry("detectors")
+    messages = [str(w.message) for w in record]
+    assert messages[0] == ("detector 'again' is registered twice by twice: by plugin 'twice' ((in-process)) and "
+                           "by plugin 'twice' ((in-process)); the second is skipped")
+    assert "registered detector 'bad:name' with a bad name" in messages[1]
+    assert "registered detector 'no_factory' with a factory that is a int" in messages[2]
+    assert len(messages) == 3
+    assert detectors.names() == ["again", "fine"] and detectors.get("again").description == "first"
 
 
 def test_hookimpl_name_typo_is_an_error_at_add():
@@ -626,3 +687,293 @@ def test_broken_plugin_is_an_error_when_strict(broken_site):
     assert done.stderr.strip().splitlines() == [
         "ood-bench: error: plugin 'broken' from distribution ood-bench-broken-plugin 0.0.1 failed to load: "
         + BROKEN_ERROR]
+
+
+# ------------------------------------------------------------------------------------------
+# Qualified names in suites; what a bare name means never silently changes a run's identity
+# ------------------------------------------------------------------------------------------
+
+
+def _maxlogit_from(dist: str):
+    class MaxLogitPlugin:
+        @hookimpl
+        def register_detectors(self, register):
+            register("maxlogit", TinyDetector, description=f"maxlogit of {dist}")
+
+    return MaxLogitPlugin()
+
+
+def _builtins_and(*dists: str) -> Plugins:
+    """The built-ins (as their entry points register them) and one ``maxlogit`` plugin per distribution."""
+    plugins = Plugins(load_entry_points=False, strict=False)
+    for kind in ("datasets", "architectures", "losses", "detectors"):
+        plugins.add(getattr(builtin_plugin, kind), name=f"paper_{kind}", distribution=BUILTIN_DIST)
+    for dist in dists:
+        plugins.add(_maxlogit_from(dist), name=dist.replace("-", "_"), distribution=f"{dist} 1.0")
+    return plugins
+
+
+def _cells(plugins: Plugins, detectors: list[str]):
+    from logitnorm_bench.plan import make_plan
+    from logitnorm_bench.suite import parse_suite
+
+    matrix = {"id_dataset": ["digits"], "arch": ["digits_mlp"], "loss": ["ce"], "detector": detectors,
+              "ood_dataset": ["uniform_noise"], "seed": [0]}
+    plan = make_plan(parse_suite({"suite": "ids", "experiments": {"e": {"matrix": matrix}}}, "ids.yaml", [],
+                                 plugins), plugins)
+    return plan, {c.detector: c.cell_id for c in plan.cells}
+
+
+def test_a_bare_name_that_changes_meaning_names_another_cell():
+    from logitnorm_bench.plan import run_identity, stable_hash
+
+    plan, alone_a = _cells(_builtins_and("a-plugin"), ["msp", "ood-bench:msp", "maxlogit"])
+    assert set(alone_a) == {"msp", "maxlogit"}  # ood-bench:msp is msp: one cell, named the short way
+    (run,) = plan.runs  # the built-ins hash as they always did: no provider added for them
+    assert run.run_id == stable_hash(run_identity("digits", "digits_mlp", run.arch_params, "ce", {}, 0,
+                                                  run.train, None, False))
+    # a-plugin removed, b-plugin (another maxlogit) installed: the same suite names another cell
+    _, alone_b = _cells(_builtins_and("b-plugin"), ["msp", "maxlogit"])
+    assert alone_b["msp"] == alone_a["msp"] and alone_b["maxlogit"] != alone_a["maxlogit"]
+    # both installed: 'maxlogit' means the first loaded; each is reachable, and hashes, as before
+    with pytest.warns(PluginLoadWarning, match="'maxlogit' means 'a-plugin:maxlogit', the other is "
+                                               "'b-plugin:maxlogit'"):
+        _, both = _cells(_builtins_and("a-plugin", "b-plugin"),
+                         ["maxlogit", "a-plugin:maxlogit", "b-plugin:maxlogit"])
+    assert both == {"maxlogit": alone_a["maxlogit"], "b-plugin:maxlogit": alone_b["maxlogit"]}
+
+
+def test_a_qualified_name_with_an_unknown_provider_is_bad_input():
+    detectors = _builtins_and("a-plugin").registry("detectors")
+    with pytest.raises(UnknownNameError, match=r"unknown detector 'a_plugin:maxlgit'\. Did you mean "
+                                               r"'a-plugin:maxlogit'"):
+        detectors.get("a_plugin:maxlgit")
+
+
+# ------------------------------------------------------------------------------------------
+# Installed distributions that clash or are broken: warnings, and the rest works
+# ------------------------------------------------------------------------------------------
+
+
+def _write_dist(site: Path, folder: str, name: str | None, entry_points: dict[str, str], module: str,
+                source: str) -> None:
+    """A distribution as an installer leaves it (``*.dist-info`` + module), without pip: pip refuses
+    to build some of these (no name), and this is quicker."""
+    info = site / folder
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\n" + (f"Name: {name}\n" if name else "") + "Version: 1.0\n")
+    (info / "entry_points.txt").write_text("[ood_bench]\n" + "".join(f"{k} = {v}\n" for k, v in entry_points.items()))
+    (site / f"{module}.py").write_text("from logitnorm_bench import hookimpl\n\n\n@hookimpl\n"
+                                       "def register_detectors(register):\n" + source)
+
+
+@pytest.fixture(scope="session")
+def clashing_site(tmp_path_factory) -> Path:
+    site = tmp_path_factory.mktemp("clashing-plugins")
+    _write_dist(site, "nameless-1.0.dist-info", None, {"nameless": "nameless_plugin"}, "nameless_plugin",
+                "    register('never_nameless', 'nowhere:Nothing')\n")
+    _write_dist(site, "aaa_clash_a-1.0.dist-info", "aaa-clash-a", {"paper_detectors": "clash_a"}, "clash_a",
+                "    register('never_clash_a', 'nowhere:Nothing')\n")
+    # Import strings: listing them needs no module that defines the components (nowhere does).
+    _write_dist(site, "clash_b-1.0.dist-info", "clash-b", {"clash_b": "clash_b"}, "clash_b",
+                "    register('msp', 'nowhere:Msp', description=\"clash-b's msp\")\n"
+                "    register('maxlogit', 'nowhere:MaxLogit', description=\"clash-b's maxlogit\")\n")
+    _write_dist(site, "clash_c-1.0.dist-info", "clash-c", {"clash_c": "clash_c"}, "clash_c",
+                "    register('maxlogit', 'nowhere:MaxLogit', description=\"clash-c's maxlogit\")\n")
+    return site
+
+
+def test_clashing_and_nameless_distributions_warn_and_the_rest_works(clashing_site):
+    done = _ood_bench(["list", "detectors"], clashing_site)
+    assert done.returncode == 0, done.stderr
+    warned = [line.split("PluginLoadWarning: ", 1)[1] for line in done.stderr.splitlines()
+              if "PluginLoadWarning: " in line]
+    assert warned == [
+        f"the distribution at {clashing_site / 'nameless-1.0.dist-info'} declares plugin(s) nameless but its "
+        "metadata has no name; skipped",
+        f"plugin name 'paper_detectors' (aaa-clash-a 1.0) is already taken by the plugin from {BUILTIN_DIST}; "
+        "the second is skipped",
+        f"detector 'msp' is registered twice: by plugin 'paper_detectors' ({BUILTIN_DIST}) and by plugin "
+        "'clash_b' (clash-b 1.0); 'msp' means 'ood-bench:msp', the other is 'clash-b:msp'",
+        "detector 'maxlogit' is registered twice: by plugin 'clash_b' (clash-b 1.0) and by plugin 'clash_c' "
+        "(clash-c 1.0); 'maxlogit' means 'clash-b:maxlogit', the other is 'clash-c:maxlogit'",
+    ], done.stderr
+    rows = _rows(done.stdout, "detectors")
+    assert BUILTINS["detectors"] <= set(rows) and rows["msp"].startswith(BUILTIN_DIST)  # the built-ins' stay
+    assert rows["clash-b:msp"] == "clash-b 1.0           clash-b's msp"
+    assert rows["maxlogit"].startswith("clash-b 1.0") and rows["clash-c:maxlogit"].startswith("clash-c 1.0")
+    assert "never" not in done.stdout
+
+
+def test_clashing_distributions_are_an_error_when_strict(clashing_site):
+    done = _ood_bench(["list", "detectors"], clashing_site, OOD_BENCH_STRICT_PLUGINS="1")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        f"ood-bench: error: the distribution at {clashing_site / 'nameless-1.0.dist-info'} declares plugin(s) "
+        "nameless but its metadata has no name; skipped"]
+
+
+# ------------------------------------------------------------------------------------------
+# Errors inside a plugin's components name the plugin and the line; the scores contract
+# ------------------------------------------------------------------------------------------
+
+
+class RaisingDetector(Detector):
+    def score_outputs(self, outputs, model):
+        raise RuntimeError("kaput in a detector")  # RAISED-IN-DETECTOR
+
+
+class UnimplementedDetector(Detector):
+    needs_features = False
+
+
+class ListScores(Detector):
+    def score_outputs(self, outputs, model):
+        return outputs.logits.amax(dim=1).tolist()
+
+
+class NumpyScores(Detector):
+    def score_outputs(self, outputs, model):
+        return outputs.logits.amax(dim=1).numpy()
+
+
+class DictScores(Detector):
+    def score_outputs(self, outputs, model):
+        return {"scores": outputs.logits.amax(dim=1)}
+
+
+class RaisingLoss(Loss):
+    def forward(self, logits, targets):
+        raise ValueError("kaput in a loss")  # RAISED-IN-LOSS
+
+
+class FlakyPlugin:
+    @hookimpl
+    def register_detectors(self, register):
+        for name, factory in (("raising", RaisingDetector), ("unimplemented", UnimplementedDetector),
+                              ("as_list", ListScores), ("as_numpy", NumpyScores), ("as_dict", DictScores),
+                              ("as_tensor", TinyDetector)):
+            register(name, factory)
+
+    @hookimpl
+    def register_losses(self, register):
+        register("raising_loss", RaisingLoss)
+
+
+def _line_of(marker: str) -> int:
+    return next(i for i, line in enumerate(Path(__file__).read_text().splitlines(), 1) if line.endswith(marker))
+
+
+def test_errors_in_a_plugin_name_it_and_its_line_and_scores_may_be_lists(plugin_env, tiny_suite, tmp_path):
+    from logitnorm_bench.records import ResultsDir
+
+    get_plugins().add(FlakyPlugin(), name="flaky")
+    suite = tiny_suite(tmp_path / "flaky.yaml", name="flaky", crop_padding=0, ood_samples=100, id_val_samples=50,
+                       loss=["ce", "raising_loss"], ood_dataset=["uniform_noise"],
+                       detector=["raising", "unimplemented", "as_list", "as_numpy", "as_dict", "as_tensor"])
+    assert main(["run", str(suite), "--results", str(tmp_path / "r")]) == 1
+    recs = {(r["loss"], r["detector"]): r for r in ResultsDir(tmp_path / "r").records()}
+    assert recs[("ce", "raising")]["error"] == (
+        "RuntimeError: kaput in a detector (in detector 'raising' of plugin 'flaky' ((in-process)), "
+        f"at test_plugins.py:{_line_of('# RAISED-IN-DETECTOR')})")
+    assert recs[("ce", "unimplemented")]["error"] == (
+        "NotImplementedError: UnimplementedDetector does not implement score_outputs(outputs, model); a detector "
+        "implements it, or sets needs_input_grad = True and implements score_inputs(model, x) (in detector "
+        "'unimplemented' of plugin 'flaky' ((in-process)), defined at "
+        f"test_plugins.py:{inspect.getsourcelines(UnimplementedDetector)[1]})")
+    contract = "a detector returns a 1-D float tensor, one score per input, higher = more in-distribution"
+    assert recs[("ce", "as_dict")]["error"].startswith(
+        f"TypeError: DictScores.score_outputs returned a dict; {contract} (in detector 'as_dict' of plugin 'flaky'")
+    for converted in ("as_list", "as_numpy"):  # a list or a numpy array is converted
+        assert recs[("ce", converted)]["status"] == "ok", recs[("ce", converted)]["error"]
+        assert recs[("ce", converted)]["metrics"] == recs[("ce", "as_tensor")]["metrics"]
+    failed_run = [r for (loss, _), r in recs.items() if loss == "raising_loss"]
+    assert len(failed_run) == 6 and {r["error"] for r in failed_run} == {
+        "ValueError: kaput in a loss (in plugin 'flaky' ((in-process)), "
+        f"at test_plugins.py:{_line_of('# RAISED-IN-LOSS')})"}
+
+
+def test_scores_contract_is_checked_per_batch():
+    from logitnorm_bench.evaluation import as_scores
+
+    assert as_scores([1, 2.5], 2, "D.score_outputs").tolist() == [1.0, 2.5]
+    assert as_scores(torch.ones(3, 1), 3, "D.score_outputs").shape == (3,)
+    for bad, problem in ((None, "returned a NoneType"), ("ab", "returned a str"),
+                         (torch.ones(2, 2), r"returned 4 scores for 2 inputs \(shape \(2, 2\)\)"),
+                         ([[1, 2], [3]], "returned a list that is not numbers")):
+        with pytest.raises((TypeError, ValueError), match=rf"^D\.score_outputs {problem}.*1-D float tensor, one "
+                                                         r"score per input, higher = more in-distribution$"):
+            as_scores(bad, 2, "D.score_outputs")
+
+
+# ------------------------------------------------------------------------------------------
+# Lazy registration: import strings; start-up imports no torch
+# ------------------------------------------------------------------------------------------
+
+
+def test_a_factory_may_be_an_import_string(tmp_path, monkeypatch):
+    (tmp_path / "lazy_component_module.py").write_text(
+        "class Thing:\n    def __init__(self, size: int = 3):\n        self.size = size\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "lazy_component_module", raising=False)
+
+    class Lazy:
+        @hookimpl
+        def register_losses(self, register):
+            register("lazy_thing", "lazy_component_module:Thing", description="imported when first needed")
+            register("missing_thing", "no_such_module_here:Thing")
+            register("not_a_target", "no_colon_in_it")
+
+    plugins = Plugins(load_entry_points=False, strict=False)
+    plugins.add(Lazy(), name="lazy")
+    with pytest.warns(PluginLoadWarning, match=r"'not_a_target' with the factory 'no_colon_in_it', which is not "
+                                               r"an import string 'package.module:attribute'; skipped"):
+        losses = plugins.registry("losses")
+    assert losses.names() == ["lazy_thing", "missing_thing"]
+    assert losses.get("lazy_thing").description == "imported when first needed"
+    assert "lazy_component_module" not in sys.modules  # registered and looked up: not imported
+    assert resolve_params(losses.get("lazy_thing"), {}) == {"size": 3}  # its signature: imported now
+    assert "lazy_component_module" in sys.modules
+    assert losses.build("lazy_thing", size=5).size == 5
+    with pytest.raises(PluginError, match=r"^loss 'missing_thing' of plugin 'lazy' \(\(in-process\)\): cannot "
+                                          r"import its factory 'no_such_module_here:Thing': ModuleNotFoundError"):
+        losses.build("missing_thing")
+    monkeypatch.delitem(sys.modules, "lazy_component_module")
+
+
+def test_every_builtin_import_string_resolves(plugin_env):
+    for kind in ("datasets", "architectures", "losses", "detectors"):
+        for entry in get_plugins().registry(kind).entries():
+            assert isinstance(entry.target, str) and callable(entry.factory), (kind, entry.name)
+
+
+# Peak RSS from /proc (VmHWM: this process image's own; getrusage's ru_maxrss would count the forking pytest).
+STARTUP_PROBE = """\
+import json, re, sys
+from logitnorm_bench.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+heavy = sorted(m for m in ("torch", "torchvision", "pytorch_ood", "numpy", "ood_bench_paper.detectors")
+               if m in sys.modules)
+try:
+    rss_mb = int(re.search(r"VmHWM:\\s*(\\d+) kB", open("/proc/self/status").read()).group(1)) / 1024
+except OSError:  # no /proc (not Linux)
+    rss_mb = None
+print(json.dumps({"code": code, "heavy": heavy, "rss_mb": rss_mb}), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("args", [["list"], ["--help"], ["run", "--help"], ["plan", "bad.yaml"]],
+                         ids=["list", "help", "run-help", "yaml-error"])
+def test_startup_imports_no_torch(args, tmp_path):
+    (tmp_path / "bad.yaml").write_text("suite: bad\nexperiments: [unclosed\n")
+    env = {k: v for k, v in os.environ.items() if k not in PLUGIN_ENV}
+    env["OOD_BENCH_PLUGINS"] = "ood-bench"  # the built-ins, whatever else is installed here
+    done = subprocess.run([sys.executable, "-c", STARTUP_PROBE, *args], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)
+    probe = json.loads(done.stderr.strip().splitlines()[-1])
+    assert probe["code"] == (2 if args[0] == "plan" else 0), done.stderr
+    assert probe["heavy"] == [], f"ood-bench {' '.join(args)} imported {probe['heavy']}"
+    assert probe["rss_mb"] is None or probe["rss_mb"] < 150, probe  # ~20-25 MB; torch alone is ~800 MB

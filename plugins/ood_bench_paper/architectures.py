@@ -13,6 +13,8 @@ from pytorch_ood.model import WideResNet as _PytorchOodWideResNet
 from torch import Tensor, nn
 
 from logitnorm_bench import hookimpl
+
+from . import plugin
 from logitnorm_bench.components import Normalized
 
 
@@ -176,7 +178,7 @@ def digits_mlp(num_classes: int, input_shape: Sequence[int] = (1, 8, 8), width: 
 
 @hookimpl
 def register_architectures(register):
-    register("wrn40_2", wrn40_2, description="WRN-40-2 (pytorch-ood's WideResNet, official parameter names); param dropout=0.3.")
-    register("resnet34", resnet34, description="CIFAR ResNet-34 (torchvision, 3x3 stem, no max-pool).")
-    register("densenet_bc", densenet_bc, description="CIFAR DenseNet-BC-100-12 (torchvision, CIFAR stem); params depth=100, growth_rate=12.")
-    register("digits_mlp", digits_mlp, description="Small BN MLP for the bundled 8x8 digits; param width=128.")
+    """This module as a plugin itself (``Plugins.add(ood_bench_paper.architectures, ...)``): the components of the
+    entry point ``paper_architectures`` (the light :data:`ood_bench_paper.plugin.architectures`, which registers import
+    strings), registered here as the callables, since this module is imported anyway."""
+    plugin.register_defined(register, plugin.ARCHITECTURES, globals())

@@ -27,6 +27,8 @@ from torch.utils.data import Dataset
 from torchvision import transforms as T
 
 from logitnorm_bench import hookimpl
+
+from . import plugin
 from logitnorm_bench.components import DataContext, DatasetSource
 from logitnorm_bench.download import download_url, extract_archive
 from logitnorm_bench.errors import DataMissingError
@@ -470,27 +472,9 @@ class PhotoPatches(DatasetSource):
         return out[0].clamp_(0.0, 1.0)
 
 
-# --------------------------------------------------------------------------------------------
-
-DATASETS = {
-    "cifar10": (Cifar10, "CIFAR-10 (ID, 10 classes, 3x32x32), torchvision layout <root>/cifar-10-batches-py"),
-    "cifar100": (Cifar100, "CIFAR-100 (ID, 100 classes, 3x32x32), torchvision layout <root>/cifar-100-python"),
-    "textures": (Textures, "DTD textures (OOD), <root>/dtd/images, Resize 32 + CenterCrop 32"),
-    "svhn": (Svhn, "SVHN test split (OOD), <root>/svhn/test_32x32.mat"),
-    "lsun_c": (LsunCrop, "LSUN crop, ODIN's archive (OOD), <root>/LSUN_C"),
-    "lsun_r": (LsunResize, "LSUN resize, ODIN's archive (OOD), <root>/LSUN_resize"),
-    "isun": (Isun, "iSUN, ODIN's archive (OOD), <root>/iSUN"),
-    "places365": (Places365, "Places365 subset (OOD), <root>/places365/test_subset, Resize 32 + CenterCrop 32"),
-    "gaussian_noise": (GaussianNoise, "Gaussian noise N(0.5, 0.25^2) clipped (OOD; the paper's validation set)"),
-    "uniform_noise": (UniformNoise, "Uniform noise U[0,1] (OOD)"),
-    "digits": (Digits, "scikit-learn 8x8 digits (ID, 10 classes, 1x8x8), fixed train/val/test split"),
-    "digits_0to4": (DigitsLow, "scikit-learn digits 0-4 (ID, 5 classes, 1x8x8)"),
-    "digits_5to9": (DigitsHigh, "scikit-learn digits 5-9 of the test split (OOD for digits_0to4)"),
-    "photo_patches": (PhotoPatches, "random crops of scikit-learn's sample photos, resized (OOD for digits)"),
-}
-
-
 @hookimpl
 def register_datasets(register):
-    for name, (factory, description) in DATASETS.items():
-        register(name, factory, description=description)
+    """This module as a plugin itself (``Plugins.add(ood_bench_paper.datasets, ...)``): the components of the
+    entry point ``paper_datasets`` (the light :data:`ood_bench_paper.plugin.datasets`, which registers import
+    strings), registered here as the callables, since this module is imported anyway."""
+    plugin.register_defined(register, plugin.DATASETS, globals())

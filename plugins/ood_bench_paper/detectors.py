@@ -19,6 +19,8 @@ from torch.func import functional_call, grad, vmap
 from torch.utils.data import DataLoader
 
 from logitnorm_bench import hookimpl
+
+from . import plugin
 from logitnorm_bench.components import Detector, FitData, ModelOutputs
 
 from .godin import cosine_scores
@@ -218,16 +220,7 @@ class GODIN(Detector):
 
 @hookimpl
 def register_detectors(register):
-    register("msp", MSP, description="Maximum softmax probability of f/T; param temperature=1.")
-    register("odin", ODIN, description="ODIN: input perturbation + temperature; params temperature=1000, epsilon=0.0014.")
-    register("energy", Energy, description="Negative energy T*logsumexp(f/T); param temperature=1.")
-    register(
-        "gradnorm",
-        GradNorm,
-        description="GradNorm: L1 norm of the last layer's weight gradient of the uniform-target loss; param temperature=1.",
-    )
-    register(
-        "godin",
-        GODIN,
-        description="Generalized ODIN score max_i h_i(x~), eps chosen on ID validation data; params epsilon=None, epsilons.",
-    )
+    """This module as a plugin itself (``Plugins.add(ood_bench_paper.detectors, ...)``): the components of the
+    entry point ``paper_detectors`` (the light :data:`ood_bench_paper.plugin.detectors`, which registers import
+    strings), registered here as the callables, since this module is imported anyway."""
+    plugin.register_defined(register, plugin.DETECTORS, globals())

@@ -10,6 +10,8 @@ from pytorch_ood.loss import LogitNorm as _PytorchOodLogitNorm
 from torch import Tensor, nn
 
 from logitnorm_bench import hookimpl
+
+from . import plugin
 from logitnorm_bench.components import Loss
 
 from .godin import GodinHead, head_owner, replace_head
@@ -94,19 +96,7 @@ class GodinLoss(Loss):
 
 @hookimpl
 def register_losses(register):
-    register("ce", CrossEntropy, description="Softmax cross-entropy.")
-    register(
-        "logitnorm",
-        LogitNormLoss,
-        description="LogitNorm (Wei et al., ICML 2022): CE on f / (tau * ||f||_2); param tau=0.04.",
-    )
-    register(
-        "logitpenalty",
-        LogitPenalty,
-        description="Logit Penalty: CE + lam * mean ||f||_2 (LogitNorm paper, Table 5); param lam=0.05.",
-    )
-    register(
-        "godin",
-        GodinLoss,
-        description="Generalized ODIN DeConf-C (Hsu et al., CVPR 2020): cosine h / sigmoid-BN g head, CE on h/g.",
-    )
+    """This module as a plugin itself (``Plugins.add(ood_bench_paper.losses, ...)``): the components of the
+    entry point ``paper_losses`` (the light :data:`ood_bench_paper.plugin.losses`, which registers import
+    strings), registered here as the callables, since this module is imported anyway."""
+    plugin.register_defined(register, plugin.LOSSES, globals())

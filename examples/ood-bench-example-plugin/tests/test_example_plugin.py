@@ -24,11 +24,12 @@ def test_registered():
 
 
 def test_no_clash_with_the_builtins():
-    from ood_bench_paper import detectors, losses
+    from ood_bench_paper import plugin  # the objects the built-ins' entry points name
 
-    plugins = example_plugins()
-    plugins.add(detectors, name="paper_detectors")
-    plugins.add(losses, name="paper_losses")
+    plugins = Plugins(load_entry_points=False, strict=True)  # strict: a name clash raises, not warns
+    plugins.add(ood_bench_example_plugin, name="example")
+    plugins.add(plugin.detectors, name="paper_detectors", distribution="ood-bench 0.1.0")
+    plugins.add(plugin.losses, name="paper_losses", distribution="ood-bench 0.1.0")
     try:
         plugins.registry("detectors")
         plugins.registry("losses")
