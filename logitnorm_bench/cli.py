@@ -70,11 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("leaderboard", help="rebuild RESULTS/leaderboard.csv from the records")
     p.add_argument("results", type=Path)
 
-    p = sub.add_parser("tables", help="the paper's Tables 1-9 from RESULTS beside the paper's numbers")
+    p = sub.add_parser("tables", help="every report section's tables from RESULTS: the leaderboard by ID dataset, "
+                                      "and plugins' tables, e.g. a paper's beside its numbers")
     p.add_argument("results", type=Path)
     p.add_argument("--format", choices=["md", "csv"], default="md")
 
-    p = sub.add_parser("report", help="figures (PNG) and one HTML page with the tables")
+    p = sub.add_parser("report", help="every report section's figures (PNG) and tables on one HTML page")
     p.add_argument("results", type=Path)
     p.add_argument("--out", type=Path, default=None, help="output folder (default: RESULTS/report)")
     return parser
