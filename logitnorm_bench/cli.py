@@ -119,11 +119,14 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--wait", type=float, default=0,
                    help="seconds to wait for a run holding the results folder (default: refuse)")
 
-    p = sub.add_parser("tables", parents=[common], help="the paper's Tables 1-9 from RESULTS beside the paper's numbers")
+    p = sub.add_parser("tables", parents=[common],
+                       help="every report section's tables from RESULTS: the leaderboard by ID dataset, and "
+                            "plugins' tables, e.g. a paper's beside its numbers")
     p.add_argument("results", type=Path, help="the results folder of an ood-bench run")
     p.add_argument("--format", choices=["md", "csv"], default="md")
 
-    p = sub.add_parser("report", parents=[common], help="figures (PNG) and one HTML page with the tables")
+    p = sub.add_parser("report", parents=[common],
+                       help="every report section's figures (PNG) and tables on one HTML page")
     p.add_argument("results", type=Path, help="the results folder of an ood-bench run")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: RESULTS/report)")
     return parser

@@ -89,7 +89,10 @@ def register_suites(register: Register) -> None:
 def register_reports(register: Register) -> None:
     """Register report sections: tables and figures built from a results folder.
 
-    ``factory()`` returns a :class:`logitnorm_bench.reporting.ReportSection`; it contributes
-    tables (rendered by ``ood-bench tables`` and ``ood-bench report``) and figures (``report``),
-    and contributes nothing when the results it needs are absent.
+    ``factory()`` returns a :class:`logitnorm_bench.reporting.ReportSection`: a ``title``,
+    ``tables(results)`` (rendered by ``ood-bench tables`` and ``ood-bench report``) and
+    ``figures(results, out_dir)`` (PNG files on the ``report`` page), where ``results`` is the
+    shared read-only :class:`logitnorm_bench.reporting.Results` view of the folder (records,
+    leaderboard rows, run histories).  A section returns nothing when the results it needs are
+    absent, so it stays off the page.
     """

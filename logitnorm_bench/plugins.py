@@ -7,8 +7,8 @@ a distribution without a name, a plugin name or component name that is already t
 warning naming what clashed and is skipped; everything else still works
 (``OOD_BENCH_STRICT_PLUGINS=1`` makes it an error).
 
-Every component has a qualified name, ``distribution:name`` (``ood-bench:msp``), and a bare name
-(``msp``).  Two plugins may register one bare name: the bare name means the first in the load order
+Every component has a qualified name, ``distribution:name`` (``ood-bench:maxlogit``), and a bare name
+(``maxlogit``).  Two plugins may register one bare name: the bare name means the first in the load order
 -- the built-ins (the ``ood-bench`` distribution) first, then the other distributions sorted by name
 -- and the others stay reachable by their qualified names.
 
@@ -171,7 +171,7 @@ class Registry:
 
     def canonical(self, name: str) -> str:
         """The shortest name that means the same entry now: the bare name, or the qualified one when
-        the bare name means another entry (``ood-bench:msp`` -> ``msp``)."""
+        the bare name means another entry (``ood-bench:maxlogit`` -> ``maxlogit``)."""
         entry = self.get(name)
         return entry.name if self._bare.get(entry.name) is entry else entry.qualified_name
 

@@ -10,11 +10,11 @@ Every error is one line ``FILE:KEY.PATH: got VALUE; expected ...``.  The format:
     experiments:
       table1:
         matrix:                 # lists; the grid is their product (GitHub Actions semantics)
-          id_dataset: [cifar10]
-          arch: [wrn40_2]
-          loss: [ce, logitnorm]
-          detector: [msp]
-          ood_dataset: [svhn, textures]
+          id_dataset: [my_images]
+          arch: [my_net]
+          loss: [cross_entropy, my_loss]
+          detector: [maxlogit]
+          ood_dataset: [noise, other_images]
           seed: [0, 1]
         include: [...]          # GitHub Actions include (extend matching combinations or add new ones)
         exclude: [...]          # drop combinations matching every key given
@@ -109,7 +109,7 @@ class TrainRecipe:
     # Not part of the weights' identity:
     checkpoint_every: int = 1  #: epochs between resumable checkpoints
     monitor_samples: int = 256  #: images per set for the per-epoch logit-norm curve (Figure 1)
-    monitor_ood: str | None = None  #: OOD set for that curve (the paper's: svhn); None = ID only
+    monitor_ood: str | None = None  #: OOD set for that curve; None = ID only
 
     NOT_HASHED = ("checkpoint_every", "monitor_samples", "monitor_ood")
 
@@ -152,7 +152,7 @@ class Selection:
 
     param: str  #: "<arch|loss|detector>_params.<name>", e.g. loss_params.tau
     values: list
-    ood_dataset: str = "gaussian_noise"
+    ood_dataset: str  #: an OOD set with a ``val`` split (the paper selects tau on Gaussian noise)
     metric: str = "fpr95"
 
 
@@ -543,9 +543,10 @@ def _selection(doc: Any, fname: str, key: str) -> Selection | None:
     if metric not in selectable:
         raise ConfigError(f"got {_show(metric)}; expected one of {', '.join(selectable)}",
                           file=fname, key=f"{key}.metric")
-    ood = doc.get("ood_dataset", "gaussian_noise")
-    if not isinstance(ood, str):
-        raise ConfigError(f"got {_show(ood)}; expected a dataset name", file=fname, key=f"{key}.ood_dataset")
+    ood = doc.get("ood_dataset")
+    if not isinstance(ood, str) or not ood:
+        raise ConfigError(f"got {_show(ood)}; expected the name of the OOD dataset whose val split the values "
+                          "are compared on", file=fname, key=f"{key}.ood_dataset")
     return Selection(param=param, values=values, ood_dataset=ood, metric=metric)
 
 
@@ -797,7 +798,7 @@ def check_names(suite: Suite, plugins) -> None:
             name = getattr(c, name_key)
             if name not in reg:
                 raise ConfigError(reg.unknown_message(name), file=suite.path, key=f"{key}.{name_key}")
-            # `ood-bench:msp` and `msp` are one component: the plan names (and hashes) it one way.
+            # `dist:name` and `name` are one component: the plan names (and hashes) it one way.
             name = out[name_key] = reg.canonical(name)
             if not params_key:
                 continue

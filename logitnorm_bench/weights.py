@@ -69,7 +69,7 @@ def _zoo_name(name: str | None) -> str:
 
 def check_zoo_weights(weights: str, *, id_dataset: str, arch: str, loss: str) -> None:
     """Refuse a zoo entry whose training contradicts the suite cell it is filed under (a CIFAR-100
-    LogitNorm model under ``loss: ce`` would be recorded as CE's result)."""
+    model trained with one loss, filed under another, would be recorded as the other's result)."""
     entry = zoo_entry(weights)
     for what, zoo, ours in (("dataset", entry.dataset, id_dataset), ("architecture", entry.arch, arch),
                             ("loss", entry.loss, loss)):

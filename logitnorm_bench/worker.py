@@ -126,7 +126,7 @@ def _execute(item: WorkItem) -> dict:
                 progress("loading training data")
                 train_x, train_y = materialize(id_source.build("train", ctx))
                 id_test = materialize(id_source.build("test", ctx))  # the monitor's and, later, the evaluation's
-                monitor = LogitNormMonitor(id_test[0], sources, run, ctx, dev)
+                monitor = LogitMagnitudeMonitor(id_test[0], sources, run, ctx, dev)
                 info.update(base, status="training", started=_now())
                 results.write_run(run.run_id, info)
                 res = train(model, loss_fn, train_x, train_y, run.train, run.seed, dev,
@@ -224,7 +224,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-class LogitNormMonitor:
+class LogitMagnitudeMonitor:
     """Per-epoch mean logit norm on fixed ID test images and an OOD set (``train.monitor_ood``)."""
 
     def __init__(self, id_test_x, sources, run: TrainingRun, ctx, dev):

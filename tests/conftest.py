@@ -88,3 +88,13 @@ def tiny_suite():
         return path
 
     return write
+
+
+def write_fake_record(results, record: dict) -> None:
+    """Write a hand-made record (tables and report tests) as the harness would: it must be a valid record
+    of the current schema, or the readers rightly leave it out."""
+    from logitnorm_bench.records import RECORD_SCHEMA, Record, atomic_write_json
+
+    record = {"schema": RECORD_SCHEMA, **record}
+    Record.from_json(record)
+    atomic_write_json(results.record_path(record["cell_id"]), record)

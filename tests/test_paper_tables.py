@@ -1,6 +1,6 @@
 """Checks of the transcription of the LogitNorm paper's Tables 1-9.
 
-Data: ``logitnorm_bench/data/paper_tables.yaml`` (see its header for conventions).
+Data: ``plugins/ood_bench_paper/paper_tables.yaml`` (see its header for conventions).
 Fast and offline; the cross-check against the paper's text is skipped when the text
 file is not present.
 """
@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "logitnorm_bench" / "data" / "paper_tables.yaml"
+DATA = ROOT / "plugins" / "ood_bench_paper" / "paper_tables.yaml"
 # The paper's text lies in shared/ beside the checkout (also in CI); the check is skipped without it.
 PAPER_TXT = Path(__file__).resolve().parents[2] / "shared" / "paper" / "logitnorm-icml2022.txt"
 

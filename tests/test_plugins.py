@@ -29,6 +29,7 @@ from logitnorm_bench.components import Classifier, DataContext, DatasetSource, D
 from logitnorm_bench.errors import ConfigError, DuplicateNameError, PluginError, UnknownNameError
 from logitnorm_bench.params import resolve_params
 from logitnorm_bench.plugins import KINDS, PluginLoadWarning, Plugins, get_plugins
+from logitnorm_bench.reporting import ReportSection, Results, Section, Table
 from ood_bench_paper import plugin as builtin_plugin
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +38,8 @@ EXAMPLE_MODULE = "ood_bench_example_plugin"
 EXAMPLE_DIST = "ood-bench-example-plugin 0.1.0"
 DOCS = ROOT / "docs" / "plugins.md"
 BUILTIN_DIST = f"ood-bench {version('ood-bench')}"
-BUILTIN_PLUGINS = {"paper_datasets", "paper_architectures", "paper_losses", "paper_detectors", "executors", "suites"}
+BUILTIN_PLUGINS = {"paper_datasets", "paper_architectures", "paper_losses", "paper_detectors", "paper_report",
+                   "executors", "suites"}
 PLUGIN_ENV = ("OOD_BENCH_PLUGINS", "OOD_BENCH_STRICT_PLUGINS")
 
 
@@ -126,10 +128,22 @@ class SuitesPlugin:
         register("tiny_suite", lambda: Path(__file__), description="tiny suite")
 
 
+class TinySection(ReportSection):
+    title = "tiny"
+
+    def tables(self, results):
+        key = dict(id_dataset="tiny_data", arch="tiny_net", loss="tiny_loss", detector="tiny_detector",
+                   ood_dataset="tiny_ood")
+        if not results.find(**key):
+            return []
+        return [Table("tiny", "tiny table", [Section("tiny", ["FPR95"],
+                                                     [("row", [results.cell("FPR95", metric="fpr95", **key)])])])]
+
+
 class ReportsPlugin:
     @hookimpl
     def register_reports(self, register):
-        register("tiny_report", lambda: "section", description="tiny report section")
+        register("tiny_report", TinySection, description="tiny report section")
 
 
 def _check_suite(entry):
@@ -137,7 +151,15 @@ def _check_suite(entry):
 
 
 def _check_report(entry):
-    assert entry.factory() == "section"
+    section = entry.factory()
+    assert isinstance(section, ReportSection)
+    empty = Results("unused", [])
+    assert section.tables(empty) == [] and section.figures(empty, Path("unused")) == []  # nothing to show
+    rec = {"cell_id": "c", "run_id": "r", "status": "ok", "id_dataset": "tiny_data", "arch": "tiny_net",
+           "loss": "tiny_loss", "detector": "tiny_detector", "ood_dataset": "tiny_ood", "seed": 0,
+           "metrics": {"fpr95": 0.25}}
+    (table,) = section.tables(Results("unused", [rec]))
+    assert [(c.column, c.ours.mean, c.ours.n_seeds) for _, _, c in table.cells()] == [("FPR95", 25.0, 1)]
 
 
 def _check_dataset(entry):
@@ -235,6 +257,7 @@ BUILTINS = {
     "detectors": {"msp", "odin", "energy", "gradnorm", "godin"},
     "executors": {"local", "ray"},
     "suites": {"quick", "paper", "paper_official_tau", "tau_ablation"},
+    "reports": {"logitnorm_paper"},
 }
 
 

@@ -1,4 +1,5 @@
-"""Tests of ``ood-bench report`` (logitnorm_bench/report.py): figures and the HTML page."""
+"""Tests of ``ood-bench report`` (logitnorm_bench/report.py) on the paper's results: its Figures 1, 4, 5
+(plugins/ood_bench_paper/figures.py), the overview's figures beside them, and the HTML page."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import re
 
 import numpy as np
 import pytest
+from ood_bench_paper.tables import PAPER_OOD_SETS
 
+from conftest import write_fake_record
+from logitnorm_bench.figures import rebin
 from logitnorm_bench.records import ResultsDir
-from logitnorm_bench.report import _rebin, write_report
-from logitnorm_bench.tables import PAPER_OOD_SETS, SMOKE_BANNER
+from logitnorm_bench.report import write_report
+from logitnorm_bench.reporting import SMOKE_BANNER
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _counter = [0]
@@ -54,7 +58,7 @@ def full(tmp_path):
         for loss, tau, f in (("ce", 0.04, 0.45), ("logitnorm", 0.04, 0.12), ("logitnorm", 0.01, 0.2),
                              ("logitnorm", 0.1, 0.3)):
             for ood in PAPER_OOD_SETS:
-                rd.write_record(record(loss=loss, tau=tau, ood=ood, seed=seed, fpr95=f + 0.01 * seed))
+                write_fake_record(rd, record(loss=loss, tau=tau, ood=ood, seed=seed, fpr95=f + 0.01 * seed))
             rd.write_run(f"run-{loss}-{tau}-{seed}", run_info(loss, seed, tau))
     return tmp_path / "res"
 
@@ -64,7 +68,9 @@ def test_report_writes_page_and_figures(full, tmp_path):
     assert page == tmp_path / "out" / "index.html" and page.is_file()
     text = page.read_text(encoding="utf-8")
     pngs = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
-    assert pngs == ["fig1_cifar10_wrn40_2.png", "fig4_cifar10_wrn40_2.png", "fig5_cifar10_wrn40_2.png"]
+    assert pngs == ["fig1_cifar10_wrn40_2.png", "fig4_cifar10_wrn40_2.png", "fig5_cifar10_wrn40_2.png",
+                    "scores_cifar10_wrn40_2.png", "sweep_cifar10_loss_logitnorm_tau.png",
+                    "training_cifar10_wrn40_2.png"]
     for name in pngs:
         data = (tmp_path / "out" / name).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5000
@@ -92,17 +98,24 @@ def test_empty_results_folder(tmp_path):
     text = page.read_text(encoding="utf-8")
     assert page.parent == tmp_path / "report"
     assert not list(page.parent.glob("*.png"))
+    # No section has results to show: no figure, no table, and the page says so.
+    assert "<table>" not in text and "class='skipped'" not in text and "Nothing to show" in text
+
+
+def test_paper_results_not_run_yet_show_as_missing(tmp_path):
+    write_fake_record(ResultsDir(tmp_path), record(status="failed"))
+    text = write_report(tmp_path, tmp_path / "out").read_text(encoding="utf-8")
     for fig in ("Figure 1", "Figure 4", "Figure 5"):
         assert f"<b>{fig}</b>: skipped" in text
     assert "<table>" in text and "— ·" not in text  # html cells, ours missing shown as —
-    assert "<b>—</b>" in text
+    assert "<b>—</b>" in text and "paper 50.33" in text
 
 
 def test_missing_pieces_do_not_crash(tmp_path):
     rd = ResultsDir(tmp_path)
-    rd.write_record(record(loss="ce", hist=False))  # no score_hist
-    rd.write_record(record(loss="logitnorm", status="failed"))
-    rd.write_record(record(loss="logitnorm", detector="energy"))  # histograms of a non-MSP score
+    write_fake_record(rd, record(loss="ce", hist=False))  # no score_hist
+    write_fake_record(rd, record(loss="logitnorm", status="failed"))
+    write_fake_record(rd, record(loss="logitnorm", detector="energy"))  # histograms of a non-MSP score
     rd.write_run("broken", {"status": "failed", "run": {"loss": "ce"}})  # no history
     (tmp_path / "runs" / "corrupt").mkdir()
     (tmp_path / "runs" / "corrupt" / "run.json").write_text("{not json")
@@ -110,13 +123,13 @@ def test_missing_pieces_do_not_crash(tmp_path):
                             "history": [{"epoch": 1, "loss": 2.0}]})
     page = write_report(tmp_path, tmp_path / "out")
     text = page.read_text(encoding="utf-8")
-    assert not list((tmp_path / "out").glob("*.png"))
+    assert not list((tmp_path / "out").glob("fig*.png"))  # no paper figure; the overview draws what it can
     assert text.count("<p class='skipped'>") == 3
 
 
 def test_only_one_loss_still_draws(tmp_path):
     rd = ResultsDir(tmp_path)
-    rd.write_record(record(loss="logitnorm", ood="svhn"))
+    write_fake_record(rd, record(loss="logitnorm", ood="svhn"))
     rd.write_run("ln", run_info("logitnorm", 0))
     write_report(tmp_path, tmp_path / "out")
     assert (tmp_path / "out" / "fig4_cifar10_wrn40_2.png").is_file()
@@ -127,7 +140,7 @@ def test_only_one_loss_still_draws(tmp_path):
 def test_smoke_banner(tmp_path):
     rd = ResultsDir(tmp_path)
     for loss in ("ce", "logitnorm"):
-        rd.write_record(record(loss=loss, smoke=True))
+        write_fake_record(rd, record(loss=loss, smoke=True))
         rd.write_run(f"s-{loss}", run_info(loss, 0, smoke=True))
     text = write_report(tmp_path, tmp_path / "out").read_text(encoding="utf-8")
     assert "class='banner'" in text and SMOKE_BANNER in text
@@ -137,6 +150,6 @@ def test_smoke_banner(tmp_path):
 def test_rebin_keeps_mass():
     edges = np.linspace(0.2, 0.8, 7)
     counts = [1, 2, 3, 4, 5, 6]
-    out = _rebin(edges, counts, np.linspace(0, 1, 41))
+    out = rebin(edges, counts, np.linspace(0, 1, 41))
     assert out.sum() == pytest.approx(21)
     assert out[:8].sum() == 0 and out[32:].sum() == 0

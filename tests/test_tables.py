@@ -1,18 +1,19 @@
-"""Tests of ``ood-bench tables`` (logitnorm_bench/tables.py) on synthetic records with the paper's names."""
+"""Tests of ``ood-bench tables`` (logitnorm_bench/tables.py) and the paper's Tables 1-9
+(plugins/ood_bench_paper/tables.py) on synthetic records with the paper's names."""
 
 from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
-
 import pytest
 import yaml
+from ood_bench_paper.tables import PAPER_OOD_SETS, PAPER_YAML, paper_params
 
+from conftest import write_fake_record
 from logitnorm_bench.records import ResultsDir
-from logitnorm_bench.tables import CSV_COLUMNS, PAPER_OOD_SETS, SMOKE_BANNER, paper_params, render_tables
+from logitnorm_bench.reporting import SMOKE_BANNER
+from logitnorm_bench.tables import CSV_COLUMNS, NO_TABLES, render_tables
 
-PAPER_YAML = Path(__file__).resolve().parents[1] / "logitnorm_bench" / "data" / "paper_tables.yaml"
 _counter = [0]
 
 
@@ -41,7 +42,7 @@ def make_record(*, loss="ce", detector="msp", ood="svhn", seed=0, id_dataset="ci
 def write(root, recs) -> ResultsDir:
     rd = ResultsDir(root)
     for r in recs:
-        rd.write_record(r)
+        write_fake_record(rd, r)
     return rd
 
 
@@ -104,8 +105,9 @@ def test_ours_paper_and_diff(msp_results):
 
 
 def test_every_paper_cell_is_laid_out_with_its_yaml_value(tmp_path):
+    write(tmp_path, [make_record(status="failed")])  # a CIFAR-10 record, so the paper's section shows
     doc = yaml.safe_load(PAPER_YAML.read_text(encoding="utf-8"))
-    rows = [r for r in csv_rows(tmp_path) if r["table"] != "other"]
+    rows = [r for r in csv_rows(tmp_path) if r["table"].startswith("table")]
     assert all(r["paper"] != "" for r in rows), "a layout cell without a paper number"
     assert all(r["ours_mean"] == "" for r in rows)
     assert len(rows) == sum(len(t["cells"]) for t in doc["tables"].values())
@@ -117,6 +119,7 @@ def test_every_paper_cell_is_laid_out_with_its_yaml_value(tmp_path):
 
 
 def test_spot_cells_of_other_tables(tmp_path):
+    write(tmp_path, [make_record(status="failed")])
     rows = csv_rows(tmp_path)
     # Table 2 prints its own CIFAR-100 LogitNorm MSP average, unlike Table 1
     assert float(find(rows, "table2", id_dataset="cifar100", loss="logitnorm", detector="msp",
@@ -211,7 +214,8 @@ def test_csv_parses(msp_results):
     assert tuple(df.columns) == CSV_COLUMNS
     for col in ("table", "row", "column", "ours_mean", "ours_std", "n_seeds", "paper", "diff", "smoke"):
         assert col in df.columns
-    ok = df[df["ours_mean"].notna()]
+    paper = df[df["table"].str.startswith("table")]
+    ok = paper[paper["ours_mean"].notna()]
     # CE + LogitNorm, CIFAR-10 WRN-40-2 MSP: Table 1 (7 rows x 3 metrics), Table 2 MSP row, Table 3
     # WRN-40-2 (+ ID acc), Table 4 CIFAR-10 (ECE x 2), Table 5 (+ 2 logit norms), Table 6 LogitNorm
     assert len(ok) == 2 * 7 * 3 + 2 * 3 + 2 * 4 + 2 * 2 + 2 * 5 + 3
@@ -220,14 +224,22 @@ def test_csv_parses(msp_results):
 
 
 def test_empty_folder_and_other_datasets(tmp_path):
-    md = render_tables(tmp_path, fmt="md")
-    assert md.count("## Table") == 9 and "Other results" not in md
+    # No results: no section has anything to show (the paper's tables need CIFAR results).
+    assert render_tables(tmp_path, fmt="md") == NO_TABLES + "\n"
+    assert csv_rows(tmp_path) == []
     write(tmp_path, [make_record(id_dataset="digits", arch="digits_mlp", ood=o, loss=loss)
                      for o in ("noise", "photos") for loss in ("ce", "logitnorm")])
     md = render_tables(tmp_path, fmt="md")
-    assert "Other results" in md and "digits (ID), digits_mlp" in md
+    # The overview's leaderboard, and no empty paper tables beside it.
+    assert "Leaderboard: digits (ID)" in md and "digits (ID), digits_mlp" in md
     assert "logitnorm(tau=0.04) + msp(temperature=1)" in md
-    assert any(r["table"] == "other" for r in csv_rows(tmp_path))
+    assert "## Table" not in md and "LogitNorm (ICML 2022)" not in md
+    assert {r["table"] for r in csv_rows(tmp_path)} == {"leaderboard_digits"}
+    # Beside CIFAR results the paper's nine tables come first, then the leaderboard of every ID dataset.
+    write(tmp_path, [make_record(ood="svhn")])
+    md = render_tables(tmp_path, fmt="md")
+    assert md.startswith("# LogitNorm (ICML 2022)") and md.count("## Table") == 9
+    assert md.index("## Table 9") < md.index("Leaderboard: cifar10 (ID)") < md.index("Leaderboard: digits (ID)")
     with pytest.raises(ValueError):
         render_tables(tmp_path, fmt="xml")
 

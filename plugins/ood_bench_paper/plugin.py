@@ -57,6 +57,11 @@ DETECTORS = {
                        "epsilon=None, epsilons."),
 }
 
+REPORTS = {
+    "logitnorm_paper": ("LogitNormPaper", "Wei et al. (ICML 2022): Tables 1-9 beside the paper's numbers; "
+                                          "Figures 1, 4, 5."),
+}
+
 
 def _plugin(kind: str, module: str, table: dict[str, tuple[str, str]]) -> object:
     """One entry point's plugin object: its one hook, ``register_<kind>``, registers ``table``'s
@@ -83,3 +88,4 @@ datasets = _plugin("datasets", "ood_bench_paper.datasets", DATASETS)
 architectures = _plugin("architectures", "ood_bench_paper.architectures", ARCHITECTURES)
 losses = _plugin("losses", "ood_bench_paper.losses", LOSSES)
 detectors = _plugin("detectors", "ood_bench_paper.detectors", DETECTORS)
+reports = _plugin("reports", "ood_bench_paper.report", REPORTS)
