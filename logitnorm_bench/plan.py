@@ -17,6 +17,9 @@ from typing import Any
 from logitnorm_bench.suite import Combo, Suite, TrainRecipe, check_names, recipe_dict
 
 EVAL_HASHED = ("ood_samples", "sample_seed", "id_val_samples", "calibration_bins")
+# Protocol keys added later: hashed only when they differ from their default, so the cells of
+# existing results folders keep their ids (and their records).
+EVAL_HASHED_UNLESS_DEFAULT = {"fit_train_samples": 50000, "ood_draws": 1}
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:
@@ -147,6 +150,8 @@ def make_plan(suite: Suite, plugins, smoke: bool = False) -> Plan:
         if exp_name not in run.experiments:
             run.experiments.append(exp_name)
         eval_hashed = {k: evaluation[k] for k in EVAL_HASHED}
+        eval_hashed.update({k: evaluation[k] for k, default in EVAL_HASHED_UNLESS_DEFAULT.items()
+                            if evaluation.get(k, default) != default})
         ident = {"run": run_id, "detector": c.detector, "detector_params": det_params,
                  "ood_dataset": c.ood_dataset, "evaluation": eval_hashed}
         if split != "test":  # test cells keep the hash they always had
