@@ -169,7 +169,8 @@ def evaluate(model, *, id_dataset: str, ood_datasets: Iterable[str], detectors: 
         raise ConfigError("detectors: expected at least one detector name")
     ctx = DataContext(root=Path(data) if data is not None else _default_data(), download=download, seed=seed)
     evaluator = Evaluator(wrapped, id_source, ctx, plugins, dev, protocol, source_for=sources)
-    records = [make_record(run, cell, "", dev, plugins, result, 0.0).to_json()
+    records = [make_record(run, cell, "", dev, plugins, {k: v for k, v in result.items() if k != "scores"},
+                           0.0).to_json()
                for cell, result in evaluator.evaluate(cells)]
     failed = [r for r in records if r["status"] != "ok"]
     if failed:

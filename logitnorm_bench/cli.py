@@ -118,6 +118,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("results", type=Path, help="the results folder of an ood-bench run")
     p.add_argument("--wait", type=float, default=0,
                    help="seconds to wait for a run holding the results folder (default: refuse)")
+    p.add_argument("--recompute", action="store_true",
+                   help="first recompute every per-cell metric from the stored per-sample scores")
 
     p = sub.add_parser("tables", parents=[common],
                        help="every report section's tables from RESULTS: the leaderboard by ID dataset, and "
@@ -262,10 +264,14 @@ def _results_folder(path: Path) -> Path:
 
 
 def cmd_leaderboard(args) -> int:
-    from logitnorm_bench.leaderboard import write_leaderboard
+    from logitnorm_bench.leaderboard import recompute_from_scores, write_leaderboard
     from logitnorm_bench.records import ResultsLock
 
     with ResultsLock(_results_folder(args.results), wait=args.wait):  # never over a run's newer one
+        if args.recompute:
+            checked, rewritten = recompute_from_scores(args.results, log=lambda m: print(m, file=sys.stderr))
+            print(f"recomputed the metrics of {checked} record(s) from their scores; {rewritten} changed",
+                  file=sys.stderr)
         print(write_leaderboard(args.results))
     return 0
 

@@ -136,13 +136,37 @@ class ModelOutputs:
 
 
 @dataclass
+class FitOutputs:
+    """The model's outputs on a set of ID images (all on the CPU, float32).
+
+    Computed once per trained model by the shared pass and handed to every fitted detector;
+    ``features`` only to detectors that declared ``needs_features``.
+    """
+
+    logits: Tensor  #: (N, K)
+    labels: Tensor  #: (N,) int64
+    features: Tensor | None = None  #: (N, D) penultimate features
+    total: int = 0  #: size of the split these N images were drawn from (N < total: a seeded subsample)
+
+    def without_features(self) -> "FitOutputs":
+        return FitOutputs(self.logits, self.labels, None, self.total)
+
+
+@dataclass
 class FitData:
-    """Data a detector may fit or tune on: ID data only, never the test OOD sets."""
+    """What a detector that declared ``needs_fit`` receives: ID data only, never the test OOD sets.
+
+    ``id_train``: outputs on the ID training images (un-augmented; a seeded subsample of at most
+    ``evaluation.fit_train_samples`` of them, recorded).  ``id_val``: held-out ID images with labels,
+    for detectors that must run the model on inputs (ODIN/GODIN-style tuning); ``id_val_outputs``:
+    the model's outputs on them.  ``model`` in eval mode on ``device``.
+    """
 
     model: nn.Module
-    id_train: Dataset | None
-    id_val: Dataset | None
     device: torch.device
+    id_train: FitOutputs | None = None
+    id_val: Dataset | None = None
+    id_val_outputs: FitOutputs | None = None
     batch_size: int = 256
     extra: dict[str, Any] = field(default_factory=dict)
 

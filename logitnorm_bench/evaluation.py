@@ -7,21 +7,27 @@ For one trained model and the cells it serves:
   ID scores come from it, once per training run, not once per OOD set;
 * each OOD set (a seeded sample) gets one such pass too;
 * detectors that need input gradients (ODIN, GODIN) do their own pass, also once per set;
-* detectors that fit or tune do so once per run, on ID data only.
+* detectors that fit or tune do so once per run, on ID data only: the outputs on the ID training
+  images are computed once per trained model, cached beside the run, and shared by every fitted
+  detector (:class:`~logitnorm_bench.components.FitData`);
+* a detector gets penultimate features only if it declared ``needs_features``;
+* every cell's raw scores are returned for the record (``scores``), so any metric can be recomputed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 from torch.utils.data import Subset, TensorDataset
 
 from logitnorm_bench import metrics
-from logitnorm_bench.components import DataContext, FitData, ModelOutputs
+from logitnorm_bench.components import DataContext, FitData, FitOutputs, ModelOutputs
 from logitnorm_bench.train import materialize
 
 
@@ -46,11 +52,13 @@ def score_set(detector, model: nn.Module, x: torch.Tensor, outputs: ModelOutputs
     """Scores of one detector on one set: from the shared outputs, or with its own input pass."""
     chunks = []
     method = f"{type(detector).__name__}.{'score_inputs' if detector.needs_input_grad else 'score_outputs'}"
+    # Features only for a detector that asked for them (another one's request must not leak to it).
+    with_features = bool(detector.needs_features) and outputs.features is not None
     for i in range(0, x.shape[0], batch_size):
         if detector.needs_input_grad:
             s = detector.score_inputs(model, x[i:i + batch_size].to(device))
         else:
-            feats = outputs.features[i:i + batch_size].to(device) if outputs.features is not None else None
+            feats = outputs.features[i:i + batch_size].to(device) if with_features else None
             s = detector.score_outputs(ModelOutputs(outputs.logits[i:i + batch_size].to(device), feats), model)
         chunks.append(as_scores(s, min(batch_size, x.shape[0] - i), method))
     scores = torch.cat(chunks)
@@ -99,6 +107,15 @@ def histogram(id_scores: torch.Tensor, ood_scores: torch.Tensor, bins: int) -> d
             "ood": torch.histc(ood_scores, bins, lo, hi).int().tolist()}
 
 
+def model_digest(model: nn.Module) -> str:
+    """A hash of the model's weights and buffers: the key of the outputs cached for it."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 @dataclass
 class Evaluator:
     """Evaluates one trained model for a list of cells, yielding (cell, result) as each is ready."""
@@ -111,6 +128,8 @@ class Evaluator:
     protocol: dict
     id_test: tuple[torch.Tensor, torch.Tensor] | None = None  #: the ID test images, if the caller has them
     source_for: Any = None  #: name -> DatasetSource (the runner's, so smoke mode can swap them)
+    cache_dir: Path | None = None  #: where the ID training outputs are cached (the run's folder)
+    log: Callable[[str], None] = lambda message: None
     run_metrics: dict = field(default_factory=dict)
 
     def evaluate(self, cells: list) -> Iterator[tuple[Any, dict]]:
@@ -130,10 +149,14 @@ class Evaluator:
         fit_info: dict[str, dict] = {}
         id_scores: dict[str, torch.Tensor] = {}
         errors: dict[str, str] = {}
+        fit_data: FitData | None = None
         for key, det in detectors.items():
             try:
                 if det.needs_fit:
-                    fit_info[key] = det.fit(self._fit_data())
+                    if fit_data is None:
+                        fit_data = self._fit_data(any(d.needs_features for d in detectors.values() if d.needs_fit))
+                    fit_info[key] = dict(det.fit(_for_detector(fit_data, det)) or {},
+                                         fit_data=_fit_data_facts(fit_data))
                 id_scores[key] = score_set(det, model, id_x, id_out, bs, dev)
             except Exception as exc:  # one broken detector must not stop the others
                 errors[key] = self._describe(exc, "detectors", names[key])
@@ -142,16 +165,18 @@ class Evaluator:
         by_ood: dict[str, list] = {}
         for c in cells:
             by_ood.setdefault(c.ood_dataset, []).append(c)
+        draws = self.protocol.get("ood_draws", 1)
         for ood_name, ood_cells in by_ood.items():
             t1 = time.perf_counter()
             try:
-                ood_x = self._ood_images(ood_name)
-                ood_out = forward_pass(model, ood_x, bs, dev, with_features)
+                samples = [self._ood_images(ood_name, d) for d in range(draws)]
+                outs = [forward_pass(model, x, bs, dev, with_features) for x in samples]
             except Exception as exc:
                 for c in ood_cells:
                     yield c, {"error": f"OOD set {ood_name}: {self._describe(exc, 'datasets', ood_name)}"}
                 continue
-            per_set = {m.name: float(m.compute(ood_out.logits)) for m in metrics.metrics_of("ood_set")}
+            per_set = {m.name: float(sum(m.compute(o.logits) for o in outs) / draws)
+                       for m in metrics.metrics_of("ood_set")}
             pass_seconds = time.perf_counter() - t1
             for c in ood_cells:
                 key = _det_key(c)
@@ -160,20 +185,24 @@ class Evaluator:
                     continue
                 t2 = time.perf_counter()
                 try:
-                    ood_scores = score_set(detectors[key], model, ood_x, ood_out, bs, dev)
-                    m = metrics.ood_metrics(id_scores[key], ood_scores)
+                    ood_scores = [score_set(detectors[key], model, x, o, bs, dev) for x, o in zip(samples, outs)]
+                    per_draw = [metrics.ood_metrics(id_scores[key], s) for s in ood_scores]
                 except Exception as exc:
                     yield c, {"error": self._describe(exc, "detectors", c.detector)}
                     continue
-                yield c, {
-                    "metrics": m,
+                result = {
+                    "metrics": {k: sum(m[k] for m in per_draw) / draws for k in per_draw[0]},
                     "run_metrics": dict(self.run_metrics, **per_set),
                     "detector_fit": fit_info.get(key, {}),
-                    "score_hist": histogram(id_scores[key], ood_scores, self.protocol["score_hist_bins"]),
-                    "n_id": int(id_x.shape[0]), "n_ood": int(ood_x.shape[0]),
+                    "score_hist": histogram(id_scores[key], torch.cat(ood_scores), self.protocol["score_hist_bins"]),
+                    "n_id": int(id_x.shape[0]), "n_ood": int(samples[0].shape[0]),
                     "eval_seconds": {"id_pass_and_scores": id_seconds, "ood_pass": pass_seconds,
                                      "ood_scores": time.perf_counter() - t2},
+                    "scores": {"id": id_scores[key], "ood": ood_scores},
                 }
+                if draws > 1:
+                    result["draws"] = per_draw
+                yield c, result
 
     def _describe(self, exc: Exception, kind: str, name: str) -> str:
         """The error in one line, naming the plugin and the file:line it was raised at."""
@@ -197,7 +226,7 @@ class Evaluator:
         result["chance_acc"] = 1.0 / out.logits.shape[1]
         return result
 
-    def _ood_images(self, name: str) -> torch.Tensor:
+    def _ood_images(self, name: str, draw: int = 0) -> torch.Tensor:
         source = self.source_for(name)
         if tuple(source.input_shape) != tuple(self.id_source.input_shape):
             raise ValueError(f"its images are {tuple(source.input_shape)}, the ID dataset's are "
@@ -205,21 +234,65 @@ class Evaluator:
         ds = source.build("test", self.ctx)
         if len(ds) == 0:
             raise ValueError("the dataset has no items")
-        idx = sample_indices(len(ds), self.protocol["ood_samples"], self.protocol["sample_seed"])
+        idx = sample_indices(len(ds), self.protocol["ood_samples"], self.protocol["sample_seed"] + draw)
         x, _ = materialize(Subset(ds, idx.tolist()) if len(idx) < len(ds) else ds)
         return x
 
-    def _fit_data(self) -> FitData:
+    def _fit_data(self, with_features: bool) -> FitData:
+        """The ID data every fitted detector of this model shares (see :class:`FitData`)."""
+        bs = self.protocol["batch_size"]
         # ID validation data: the dataset's own val split when it has one, else a seeded sample of
         # (un-augmented) training images; never test images and never OOD data.
         k = self.protocol["id_val_samples"]
-        if "val" in self.id_source.splits:
-            ds = self.id_source.build("val", self.ctx)
-        else:
-            ds = self.id_source.build("train", self.ctx)
+        ds = self.id_source.build("val" if "val" in self.id_source.splits else "train", self.ctx)
         idx = sample_indices(len(ds), k, self.protocol["sample_seed"] + 1)
-        x, y = materialize(Subset(ds, idx.tolist()))
-        return FitData(self.model, None, TensorDataset(x, y), self.device, self.protocol["batch_size"])
+        val_x, val_y = materialize(Subset(ds, idx.tolist()))
+        val_out = forward_pass(self.model, val_x, bs, self.device, with_features)
+        return FitData(self.model, self.device, id_train=self._train_outputs(with_features),
+                       id_val=TensorDataset(val_x, val_y),
+                       id_val_outputs=FitOutputs(val_out.logits, val_y, val_out.features, len(ds)), batch_size=bs)
+
+    def _train_outputs(self, with_features: bool) -> FitOutputs:
+        """Outputs on (a seeded subsample of) the ID training images, computed once per model: cached
+        in the run's folder under a key of the weights and the sample, so a rerun reads them back."""
+        from logitnorm_bench.records import atomic_torch_save, load_state_or_set_aside
+
+        k, seed = self.protocol.get("fit_train_samples"), self.protocol["sample_seed"] + 2
+        path = None
+        if self.cache_dir is not None:
+            key = hashlib.sha256(f"{model_digest(self.model)}/{k}/{seed}".encode()).hexdigest()[:16]
+            path = Path(self.cache_dir) / f"fit-outputs-{key}.pt"
+            cached = load_state_or_set_aside(path, self.log)
+            if cached is not None and (cached["features"] is not None or not with_features):
+                return FitOutputs(cached["logits"], cached["labels"], cached["features"], int(cached["total"]))
+        ds = self.id_source.build("train", self.ctx)
+        idx = sample_indices(len(ds), k, seed)
+        x, y = materialize(Subset(ds, idx.tolist()) if len(idx) < len(ds) else ds)
+        out = forward_pass(self.model, x, self.protocol["batch_size"], self.device, with_features)
+        del x
+        fit = FitOutputs(out.logits, y, out.features, len(ds))
+        if path is not None:
+            atomic_torch_save(path, {"logits": fit.logits, "labels": fit.labels, "features": fit.features,
+                                     "total": fit.total})
+        return fit
+
+
+def _for_detector(data: FitData, det) -> FitData:
+    """The shared FitData as one detector may see it: features only if it declared ``needs_features``."""
+    if det.needs_features:
+        return data
+    return FitData(data.model, data.device,
+                   id_train=data.id_train.without_features() if data.id_train is not None else None,
+                   id_val=data.id_val,
+                   id_val_outputs=data.id_val_outputs.without_features() if data.id_val_outputs else None,
+                   batch_size=data.batch_size, extra=data.extra)
+
+
+def _fit_data_facts(data: FitData) -> dict:
+    """What a fitted detector was given, for its record: sizes, never silently a sample."""
+    return {"id_train_samples": int(data.id_train.labels.shape[0]) if data.id_train is not None else 0,
+            "id_train_total": data.id_train.total if data.id_train is not None else 0,
+            "id_val_samples": len(data.id_val) if data.id_val is not None else 0}
 
 
 def _det_key(cell) -> str:

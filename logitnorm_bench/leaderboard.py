@@ -124,3 +124,33 @@ def write_leaderboard(results_root: str | Path) -> Path:
     path = Path(results_root) / "leaderboard.csv"
     atomic_write_bytes(path, to_csv(rows).encode())
     return path
+
+
+def recompute_from_scores(results_root: str | Path, log=lambda message: None) -> tuple[int, int]:
+    """Recompute every per-cell metric of the catalogue from the stored per-sample scores.
+
+    A record whose stored metrics differ from the recomputed ones (a metric added to the catalogue,
+    a metric function fixed) is rewritten.  Returns (records checked, records rewritten).
+    Call it while holding the results folder's exclusive lock.
+    """
+    from logitnorm_bench.metrics import ood_metrics
+    from logitnorm_bench.records import RecordError, atomic_write_json
+
+    results = ResultsDir(results_root)
+    checked = rewritten = 0
+    for rec in results.records():
+        if rec.get("status") != "ok" or not rec.get("scores"):
+            continue
+        try:
+            id_scores, ood_draws = results.read_scores(rec)
+        except (OSError, KeyError, ValueError, RecordError) as exc:
+            log(f"warning: record {rec['cell_id']}.json: its scores cannot be read ({exc}); left as it is")
+            continue
+        per_draw = [ood_metrics(id_scores, s) for s in ood_draws]
+        fresh = {k: sum(m[k] for m in per_draw) / len(per_draw) for k in per_draw[0]}
+        checked += 1
+        if fresh != rec["metrics"]:
+            rec = dict(rec, metrics=fresh, **({"draws": per_draw} if len(per_draw) > 1 else {}))
+            atomic_write_json(results.record_path(rec["cell_id"]), rec)
+            rewritten += 1
+    return checked, rewritten

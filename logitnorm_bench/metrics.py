@@ -49,6 +49,13 @@ def fpr_at_tpr(s_id, s_ood, tpr_level: float = 0.95) -> float:
     return float(fpr[np.searchsorted(tpr, tpr_level, side="left")])
 
 
+def fpr_at_tpr_ood_positive(s_id, s_ood, tpr_level: float = 0.95) -> float:
+    """The other convention (OpenOOD, pytorch-ood's ``FPR95TPR``): OOD is the positive class, the
+    threshold is the first that detects at least ``tpr_level`` of OOD, and the number is the fraction
+    of ID images flagged as OOD there."""
+    return fpr_at_tpr(-np.asarray(s_ood), -np.asarray(s_id), tpr_level)
+
+
 def auroc(s_id, s_ood) -> float:
     return float(roc_auc_score(*_labelled(s_id, s_ood)))
 
@@ -204,6 +211,10 @@ def _ece_ts(logits, labels, protocol) -> tuple[float, dict]:
 
 metric("fpr95", "FPR95", higher_is_better=False, percent=True, scope="cell", compute=fpr_at_tpr,
        description="FPR on OOD at the first threshold keeping >= 95% of ID (ID positive, the paper's)")
+metric("fpr95_ood_positive", "FPR95 (OOD+)", higher_is_better=False, percent=True, scope="cell",
+       compute=fpr_at_tpr_ood_positive,
+       description="ID images flagged OOD at the first threshold detecting >= 95% of OOD (OOD positive: "
+                   "OpenOOD's and pytorch-ood's FPR95)")
 metric("auroc", "AUROC", higher_is_better=True, percent=True, scope="cell", compute=auroc,
        description="area under the ROC curve (roc_auc_score)")
 metric("aupr_in", "AUPR", higher_is_better=True, percent=True, scope="cell", compute=aupr_in,

@@ -21,6 +21,9 @@ from logitnorm_bench.errors import ConfigError
 from logitnorm_bench.suite import Combo, Suite, TrainRecipe, check_names, recipe_dict
 
 EVAL_HASHED = ("ood_samples", "sample_seed", "id_val_samples", "calibration_bins")
+# Protocol keys added later: hashed only when they differ from their default, so the cells of
+# existing results folders keep their ids (and their records).
+EVAL_HASHED_UNLESS_DEFAULT = {"fit_train_samples": 50000, "ood_draws": 1}
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:
@@ -176,6 +179,8 @@ def make_plan(suite: Suite, plugins, smoke: bool = False) -> Plan:
         if exp_name not in run.experiments:
             run.experiments.append(exp_name)
         eval_hashed = {k: evaluation[k] for k in EVAL_HASHED}
+        eval_hashed.update({k: evaluation[k] for k, default in EVAL_HASHED_UNLESS_DEFAULT.items()
+                            if evaluation.get(k, default) != default})
         names, providers = component_identity(plugins, detector=("detectors", c.detector),
                                               ood_dataset=("datasets", c.ood_dataset))
         ident = {"run": run_id, "detector": names["detector"], "detector_params": det_params,

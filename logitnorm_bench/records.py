@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import hashlib
 import json
 import math
 import os
@@ -33,7 +34,7 @@ import torch
 import logitnorm_bench
 from logitnorm_bench.errors import ConfigError
 
-RECORD_SCHEMA = 1
+RECORD_SCHEMA = 2  #: 2 added per-sample scores (``scores``) and OOD draws (``draws``); 1 still loads
 LOCK_NAME = ".ood-bench.lock"
 
 
@@ -101,22 +102,30 @@ class Record:
     eval_seconds: dict | None = None
     at_chance: bool | None = None
     note: str | None = None
+    scores: dict | None = None  #: {"file": NAME.scores.npz beside the record, "sha256": ..., "draws": N}
+    draws: list | None = None  #: the metrics of each OOD draw, when evaluation.ood_draws > 1
 
     OPTIONAL = ("metrics", "run_metrics", "detector_fit", "score_hist", "n_id", "n_ood", "eval_seconds",
-                "at_chance", "note")
+                "at_chance", "note", "scores", "draws")
 
     def to_json(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         return {k: v for k, v in out.items() if not (k in self.OPTIONAL and v is None)}
 
     @classmethod
-    def from_json(cls, data: Any) -> "Record":
-        """Check and type a record read from disk; :class:`RecordError` says what is wrong."""
+    def from_json(cls, data: Any, *, current_only: bool = False) -> "Record":
+        """Check and type a record read from disk; :class:`RecordError` says what is wrong.
+
+        ``current_only``: a record of an older schema is refused too (a run then recomputes it, so
+        that it gains what the current schema holds, e.g. per-sample scores).
+        """
         if not isinstance(data, dict):
             raise RecordError(f"expected a JSON object, got {type(data).__name__}")
         schema = data.get("schema")
         if isinstance(schema, bool) or not isinstance(schema, int) or not 1 <= schema <= RECORD_SCHEMA:
             raise RecordError(f"schema {schema!r}: expected an integer from 1 to {RECORD_SCHEMA}")
+        if current_only and schema != RECORD_SCHEMA:
+            raise RecordError(f"schema {schema} is older than this harness's {RECORD_SCHEMA}")
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(known))
         if unknown:
@@ -252,7 +261,7 @@ class ResultsDir:
             return self._set_aside(path, f"unreadable ({type(exc).__name__})", warn)
         try:
             data = json.loads(text)
-            Record.from_json(data)
+            Record.from_json(data, current_only=True)
         except json.JSONDecodeError as exc:
             return self._set_aside(path, f"not valid JSON ({exc.msg} at line {exc.lineno})", warn)
         except RecordError as exc:
@@ -289,6 +298,39 @@ class ResultsDir:
 
     def write_record(self, record: Record) -> None:
         atomic_write_json(self.record_path(record.cell_id), record.to_json())
+
+    def write_scores(self, cell_id: str, id_scores, ood_scores: list) -> dict:
+        """Per-sample scores beside the record (float32, compressed, atomic); the record's reference.
+
+        Written before the record, so a record never points to a file that is not there yet.
+        """
+        import io
+
+        import numpy as np
+
+        arrays = {"id": np.asarray(id_scores, dtype=np.float32)}
+        arrays.update({f"ood_{d}": np.asarray(s, dtype=np.float32) for d, s in enumerate(ood_scores)})
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        data = buf.getvalue()
+        name = f"{cell_id}.scores.npz"
+        atomic_write_bytes(self.records_dir / name, data)
+        return {"file": name, "sha256": hashlib.sha256(data).hexdigest(), "draws": len(ood_scores)}
+
+    def read_scores(self, record: dict):
+        """(ID scores, [OOD scores per draw]) of a record, checked against its SHA-256; None if it has none."""
+        import io
+
+        import numpy as np
+
+        ref = record.get("scores")
+        if not ref:
+            return None
+        data = (self.records_dir / ref["file"]).read_bytes()
+        if hashlib.sha256(data).hexdigest() != ref["sha256"]:
+            raise RecordError(f"{ref['file']} does not match the SHA-256 its record gives")
+        with np.load(io.BytesIO(data)) as z:
+            return z["id"], [z[f"ood_{d}"] for d in range(ref["draws"])]
 
     def records(self, warn: Callable[[str], None] = _warn) -> Iterator[dict]:
         """Every trusted record, as its JSON mapping.  An untrusted file (see :meth:`read_record`) is

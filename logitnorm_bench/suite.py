@@ -122,6 +122,11 @@ class EvalProtocol:
     id_val_samples: int = 1000  #: ID images for detectors that tune (from the val split, else train)
     calibration_bins: int = 15
     score_hist_bins: int = 30
+    #: ID training images whose outputs fitted detectors get (seeded subsample; null = all); recorded
+    fit_train_samples: int | None = 50000
+    #: independent draws of each OOD sample (seeds sample_seed, sample_seed + 1, ...); metrics are
+    #: their mean and records keep every draw (some official codes average 10 draws of 2,000)
+    ood_draws: int = 1
 
 
 @dataclass
@@ -753,13 +758,17 @@ def check_train(t: TrainRecipe, fname: str, key: str) -> None:
 
 
 def check_evaluation(e: EvalProtocol, fname: str, key: str) -> None:
-    for name in ("batch_size", "id_val_samples", "calibration_bins", "score_hist_bins"):
+    for name in ("batch_size", "id_val_samples", "calibration_bins", "score_hist_bins", "ood_draws"):
         if getattr(e, name) <= 0:
             raise ConfigError(f"got {getattr(e, name)}; expected a positive integer", file=fname,
                               key=f"{key}.{name}")
-    if e.ood_samples is not None and e.ood_samples <= 0:
-        raise ConfigError(f"got {e.ood_samples}; expected a positive integer or null (all)",
-                          file=fname, key=f"{key}.ood_samples")
+    for name in ("ood_samples", "fit_train_samples"):
+        if getattr(e, name) is not None and getattr(e, name) <= 0:
+            raise ConfigError(f"got {getattr(e, name)}; expected a positive integer or null (all)",
+                              file=fname, key=f"{key}.{name}")
+    if e.ood_draws > 1 and e.ood_samples is None:
+        raise ConfigError("ood_draws > 1 needs ood_samples: every draw of the whole set would be the same",
+                          file=fname, key=f"{key}.ood_draws")
     if not 0 <= e.sample_seed < SEED_LIMIT:
         raise ConfigError(f"got {e.sample_seed}; expected a non-negative integer seed below 2**32",
                           file=fname, key=f"{key}.sample_seed")

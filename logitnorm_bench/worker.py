@@ -97,6 +97,9 @@ def _execute(item: WorkItem) -> dict:
     run_dir.parent.mkdir(parents=True, exist_ok=True)
 
     def write(cell: EvaluationCell, result: dict, train_seconds: float) -> None:
+        if "scores" in result:  # the raw scores go to their own file, the record keeps a reference
+            raw = result["scores"]
+            result = dict(result, scores=results.write_scores(cell.cell_id, raw["id"], raw["ood"]))
         results.write_record(make_record(run, cell, item.suite_name, dev, plugins, result, train_seconds))
         summary["records_ok" if "error" not in result else "records_failed"] += 1
 
@@ -162,7 +165,8 @@ def _execute(item: WorkItem) -> dict:
             else:
                 source_for, eval_id_source = sources, id_source
             evaluator = Evaluator(model, eval_id_source, ctx, plugins, dev, split_cells[0].evaluation,
-                                  id_test=id_test if split == "test" else None, source_for=source_for)
+                                  id_test=id_test if split == "test" else None, source_for=source_for,
+                                  cache_dir=run_dir, log=progress)
             try:
                 for cell, result in evaluator.evaluate(split_cells):
                     write(cell, flag_chance(result, run), t_train)

@@ -96,5 +96,5 @@ def write_fake_record(results, record: dict) -> None:
     from logitnorm_bench.records import RECORD_SCHEMA, Record, atomic_write_json
 
     record = {"schema": RECORD_SCHEMA, **record}
-    Record.from_json(record)
+    Record.from_json(record, current_only=True)
     atomic_write_json(results.record_path(record["cell_id"]), record)

@@ -89,7 +89,7 @@ def test_leaderboard_columns_and_ranking_come_from_the_catalogue(quick):
     digits = md[md.index("**digits (ID), digits_mlp(width=128): OOD detection**"):]
     header = digits.splitlines()[2]
     assert header == ("| | FPR95↓ gaussian_noise | FPR95↓ photo_patches | FPR95↓ uniform_noise | FPR95↓ average "
-                      "| AUROC↑ average | AUPR↑ average | AUPR-Out↑ average |")
+                      "| FPR95 (OOD+)↓ average | AUROC↑ average | AUPR↑ average | AUPR-Out↑ average |")
     rows = [line.split(" | ")[0][2:] for line in digits.splitlines()[4:8]]
     # Ranked by average FPR95, best (lowest) first: LogitNorm + energy 6.5, LogitNorm + MSP 11.5, ...
     assert rows == ["logitnorm(tau=0.04) + energy(temperature=0.1)", "logitnorm(tau=0.04) + msp(temperature=1)",
