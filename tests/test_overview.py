@@ -97,7 +97,7 @@ def test_leaderboard_columns_and_ranking_come_from_the_catalogue(quick):
     assert "| logitnorm(tau=0.04) + energy(temperature=0.1) | 5.50±0.71 [2] | 6.50±0.71 [2] | 7.50±0.71 [2] " \
            "| 6.50±0.71 [2] |" in digits
     near = md[md.index("**digits_0to4 (ID), digits_mlp(width=128): OOD detection**"):]
-    assert near.splitlines()[2] == "| | FPR95↓ digits_5to9 | AUROC↑ digits_5to9 | AUPR↑ digits_5to9 | AUPR-Out↑ digits_5to9 |"
+    assert near.splitlines()[2] == "| | FPR95↓ digits_5to9 | FPR95 (OOD+)↓ digits_5to9 | AUROC↑ digits_5to9 | AUPR↑ digits_5to9 | AUPR-Out↑ digits_5to9 |"
     models = md[md.index("**digits (ID), digits_mlp(width=128): trained models**"):]
     assert models.splitlines()[2] == "| | ID Acc↑ | ECE w/o TS↓ | ECE w/ TS↓ | L2 norm ID↓ | L2 norm OOD↓ |"
     assert "| ce | 98.50±0.71 [2] | 3.00±0.00 [2] | 1.00±0.00 [2] | 7.00±0.00 [2] | 5.00±0.00 [2] |" in models
