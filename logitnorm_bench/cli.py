@@ -195,9 +195,11 @@ def cmd_list(args) -> int:
     for kind in [args.kind] if args.kind else KINDS:
         print(f"{kind}:")
         registry = plugins.registry(kind)
-        for e in registry.all_entries():  # a bare name's row is what it means; the others are qualified
+        rows = [(registry.canonical(e.qualified_name), e) for e in registry.all_entries()]
+        width = max([16, *(len(name) for name, _ in rows)])  # a bare name's row is what it means
+        for name, e in rows:
             desc = f"  {e.description}" if e.description else ""
-            print(f"  {registry.canonical(e.qualified_name):<16} {e.distribution:<20}{desc}")
+            print(f"  {name:<{width}} {e.distribution:<20}{desc}")
     return 0
 
 
