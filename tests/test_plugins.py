@@ -36,7 +36,8 @@ EXAMPLE_MODULE = "ood_bench_example_plugin"
 EXAMPLE_DIST = "ood-bench-example-plugin 0.1.0"
 DOCS = ROOT / "docs" / "plugins.md"
 BUILTIN_DIST = f"ood-bench {version('ood-bench')}"
-BUILTIN_PLUGINS = {"paper_datasets", "paper_architectures", "paper_losses", "paper_detectors", "executors"}
+BUILTIN_PLUGINS = {"paper_datasets", "paper_architectures", "paper_losses", "paper_detectors", "executors",
+                   "pytorch_ood"}
 PLUGIN_ENV = ("OOD_BENCH_PLUGINS", "OOD_BENCH_STRICT_PLUGINS")
 
 
