@@ -112,8 +112,12 @@ class Loss(nn.Module):
     """A training loss: ``forward(logits, targets) -> scalar`` (mean over the batch).
 
     ``prepare_model`` may change the architecture before training (GODIN swaps the head);
-    ``no_weight_decay`` names parameters trained without weight decay.
+    ``no_weight_decay`` names parameters trained without weight decay.  A loss that learns from
+    auxiliary outliers sets ``uses_outliers``: with ``train.outliers`` its batches then end with
+    outliers whose target is -1 (pytorch-ood's convention).
     """
+
+    uses_outliers: bool = False
 
     def prepare_model(self, model: nn.Module, num_classes: int) -> nn.Module:
         return model

@@ -78,6 +78,26 @@ class _ValidationView:
         return Subset(train, idx.tolist())
 
 
+def outlier_images(sources: DataSources, recipe: dict, ctx):
+    """The training outliers of ``recipe["outliers"]`` (None when it has none): a seeded sample of the
+    dataset's split in a seeded random order (Outlier Exposure reads its 300K random images in their
+    shuffled order), as one tensor; ``ctx.seed`` (the run's seed) seeds both."""
+    import torch
+
+    from logitnorm_bench.train import materialize
+
+    spec = recipe.get("outliers") or {}
+    if not spec.get("dataset"):
+        return None
+    ds = sources(spec["dataset"]).build(spec["split"], ctx)
+    if len(ds) == 0:
+        raise ValueError(f"outliers: {spec['dataset']} ({spec['split']}) has no images")
+    k = len(ds) if spec.get("samples") is None else min(spec["samples"], len(ds))
+    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(ctx.seed))[:k]
+    x, _ = materialize(Subset(ds, order.tolist()))
+    return x
+
+
 def _accepts(factory, name: str) -> bool:
     try:
         return name in inspect.signature(factory).parameters

@@ -100,6 +100,8 @@ def prepare_data(plan: Plan, jobs: list, data_root: Path, download: bool, log: C
         needed.setdefault(run.id_dataset, set()).update({"test"} if run.weights else {"train", "test"})
         if run.train.get("monitor_ood"):
             needed.setdefault(run.train["monitor_ood"], set()).add("test")
+        if (run.train.get("outliers") or {}).get("dataset") and not run.weights:
+            needed.setdefault(run.train["outliers"]["dataset"], set()).add(run.train["outliers"]["split"])
         for c in cells:
             needed.setdefault(c.ood_dataset, set()).add(c.split)
     for g in plan.selections:

@@ -39,6 +39,7 @@ from typing import Any, Callable
 import pluggy
 
 from logitnorm_bench import hookspecs
+from logitnorm_bench.hookspecs import hookimpl
 from logitnorm_bench.errors import DuplicateNameError, OodBenchError, PluginError, UnknownNameError
 
 GROUP = "ood_bench"
@@ -550,3 +551,24 @@ def reset_plugins() -> None:
     """Forget the process-wide manager (tests; after installing a plugin)."""
     global _DEFAULT
     _DEFAULT = None
+
+
+def lazy_plugin(kind: str, module: str, table: dict[str, tuple[str, str]]) -> object:
+    """An entry point's light plugin object: its one hook, ``register_<kind>``, registers ``table``'s
+    components (``name: (attribute of module, description)``) as ``"module:attribute"``, so loading
+    the plugin imports nothing heavy (see docs/plugins.md, "Keeping start-up light")."""
+
+    def register_all(self, register) -> None:
+        for name, (attribute, description) in table.items():
+            register(name, f"{module}:{attribute}", description=description)
+
+    hook = f"register_{kind}"
+    register_all.__name__ = register_all.__qualname__ = hook
+    return type(f"Lazy{kind.title()}", (), {hook: hookimpl(register_all), "module": module, "table": table})()
+
+
+def register_defined(register, table: dict[str, tuple[str, str]], namespace: dict) -> None:
+    """Register ``table`` with the callables themselves, from the namespace of the module that
+    defines them: for that module's own hookimpl, which runs only once the module is imported."""
+    for name, (attribute, description) in table.items():
+        register(name, namespace[attribute], description=description)

@@ -91,6 +91,22 @@ class FastPath:
 
 
 @dataclass
+class Outliers:
+    """Auxiliary outliers seen in training (Outlier Exposure): ``train.outliers`` in a suite.
+
+    Every training batch of ``batch_size`` ID images is followed by ``round(ratio * batch_size)``
+    outliers (target -1), read in a seeded random order from a random offset each epoch, augmented as
+    the ID images are (the official Outlier Exposure code: 256 outliers per 128 ID images).
+    Only losses that declare ``uses_outliers`` take them.  Part of the run's identity when set.
+    """
+
+    dataset: str | None = None  #: a registered dataset; None = no outliers
+    split: str = "train"  #: its split to draw from (never an evaluation set's test images)
+    samples: int | None = None  #: a seeded sample of this many images; None = all
+    ratio: float = 2.0  #: outliers per ID image in each batch
+
+
+@dataclass
 class TrainRecipe:
     epochs: int = 200
     batch_size: int = 128
@@ -106,6 +122,7 @@ class TrainRecipe:
     drop_last: bool = True
     max_batches_per_epoch: int | None = None  #: cap (smoke mode); None = the whole epoch
     fast: FastPath = field(default_factory=FastPath)
+    outliers: Outliers = field(default_factory=Outliers)  #: auxiliary training outliers (hashed when set)
     # Not part of the weights' identity:
     checkpoint_every: int = 1  #: epochs between resumable checkpoints
     monitor_samples: int = 256  #: images per set for the per-epoch logit-norm curve (Figure 1)
@@ -755,6 +772,14 @@ def check_train(t: TrainRecipe, fname: str, key: str) -> None:
         bad("checkpoint_every", "a positive integer")
     if t.monitor_samples <= 0:
         bad("monitor_samples", "a positive integer")
+    o = t.outliers
+    if o.dataset is not None:
+        if o.samples is not None and o.samples <= 0:
+            raise ConfigError(f"got {o.samples}; expected a positive integer or null (all)", file=fname,
+                              key=f"{key}.outliers.samples")
+        if not (o.ratio > 0 and o.ratio * t.batch_size >= 1):
+            raise ConfigError(f"got {o.ratio}; expected a ratio > 0 giving at least one outlier per batch",
+                              file=fname, key=f"{key}.outliers.ratio")
 
 
 def check_evaluation(e: EvalProtocol, fname: str, key: str) -> None:
@@ -845,6 +870,7 @@ def check_names(suite: Suite, plugins) -> None:
             exp.candidates = [[resolve(with_param(c, exp.select.param, v), key) for v in exp.select.values]
                               for c in exp.combos]
         exp.combos = [resolve(c, key) for c in exp.combos]
+        _check_outliers(exp, suite.path, plugins)
     suite.resolved = True
 
 
@@ -931,5 +957,29 @@ def with_param(combo: Combo, dotted: str, value: Any) -> Combo:
     return dataclasses.replace(combo, **{key: {**getattr(combo, key), name: value}})
 
 
+def _check_outliers(exp: Experiment, fname: str, plugins) -> None:
+    """``train.outliers``: a registered dataset with that split, and only losses that take outliers."""
+    spec, key = exp.train.outliers, f"experiments.{exp.name}.train.outliers"
+    if spec.dataset is None:
+        return
+    datasets = plugins.registry("datasets")
+    if spec.dataset not in datasets:
+        raise ConfigError(datasets.unknown_message(spec.dataset), file=fname, key=f"{key}.dataset")
+    splits = tuple(datasets.build(spec.dataset).splits)
+    if spec.split not in splits:
+        raise ConfigError(f"got {spec.split!r}; expected a split of {spec.dataset} ({', '.join(splits)})",
+                          file=fname, key=f"{key}.split")
+    for loss, params in {(c.loss, repr(sorted(c.loss_params.items()))): (c.loss, c.loss_params)
+                         for c in exp.combos}.values():
+        if not getattr(plugins.registry("losses").build(loss, **params), "uses_outliers", False):
+            raise ConfigError(f"loss {loss!r} does not take outliers (its class does not set uses_outliers); "
+                              "expected train.outliers only in experiments whose losses all learn from them",
+                              file=fname, key=f"{key}.dataset")
+
+
 def recipe_dict(recipe: TrainRecipe) -> dict:
-    return asdict(recipe)
+    """The recipe as plain data; ``outliers`` only when set, so the runs without keep the ids they had."""
+    out = asdict(recipe)
+    if recipe.outliers.dataset is None:
+        del out["outliers"]
+    return out

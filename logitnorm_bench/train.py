@@ -113,8 +113,15 @@ def set_rng_state(gen: torch.Generator, state: dict) -> None:
 def train(model: nn.Module, loss_fn: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
           recipe: dict, seed: int, device: torch.device, checkpoint: Path | None = None,
           monitor: Callable[[nn.Module], dict] | None = None,
-          progress: Callable[[str], None] = lambda s: None) -> TrainResult:
-    """Train ``model`` in place with ``recipe``; resume from ``checkpoint`` when it exists."""
+          progress: Callable[[str], None] = lambda s: None, outliers: torch.Tensor | None = None) -> TrainResult:
+    """Train ``model`` in place with ``recipe``; resume from ``checkpoint`` when it exists.
+
+    ``outliers`` (``train.outliers``): images appended to every batch with target -1, as Outlier
+    Exposure's code does: ``round(ratio * batch_size)`` of them, read in their given (random) order from
+    a random offset each epoch, augmented like the ID images.  Only a loss with ``uses_outliers`` takes them.
+    """
+    if outliers is not None and not getattr(loss_fn, "uses_outliers", False):
+        raise ValueError(f"{type(loss_fn).__name__} does not take outliers (uses_outliers is not set)")
     fast = recipe.get("fast") or {}
     model.to(device)
     if fast.get("channels_last"):
@@ -137,6 +144,7 @@ def train(model: nn.Module, loss_fn: nn.Module, train_x: torch.Tensor, train_y: 
 
     if fast.get("gpu_data"):
         train_x, train_y = train_x.to(device), train_y.to(device)
+        outliers = outliers.to(device) if outliers is not None else None
     step_fn = _train_step(model, loss_fn, opt, device, fast)
     epochs, bs = recipe["epochs"], recipe["batch_size"]
     n = train_x.shape[0]
@@ -149,13 +157,21 @@ def train(model: nn.Module, loss_fn: nn.Module, train_x: torch.Tensor, train_y: 
         model.train()
         te = time.perf_counter()
         perm = torch.randperm(n, generator=gen, device=gen.device)
+        if outliers is not None:  # drawn only with outliers, so that runs without keep their random stream
+            n_out = max(1, round(recipe["outliers"]["ratio"] * bs))
+            offset = int(torch.randint(len(outliers), (1,), generator=gen, device=gen.device))
         tally = _Tally(epoch)
         for b in range(n_batches):
             idx = perm[b * bs:(b + 1) * bs].to(train_x.device)
             x = augment(train_x[idx], recipe["crop_padding"], recipe["hflip"], gen)
-            y = train_y[idx].to(device, non_blocking=True)
-            loss, logits = step_fn(x.to(device, non_blocking=True), y)
-            tally.add(b, len(idx), loss, (logits.argmax(1) == y).sum())
+            y = targets = train_y[idx].to(device, non_blocking=True)
+            if outliers is not None:
+                out_idx = (offset + b * n_out + torch.arange(n_out)) % len(outliers)
+                x_out = augment(outliers[out_idx.to(outliers.device)], recipe["crop_padding"], recipe["hflip"], gen)
+                x = torch.cat([x, x_out.to(x.device)])
+                targets = torch.cat([y, torch.full((n_out,), -1, dtype=y.dtype, device=y.device)])
+            loss, logits = step_fn(x.to(device, non_blocking=True), targets)
+            tally.add(b, len(idx), loss, (logits[:len(idx)].argmax(1) == y).sum())
             if len(tally.pending) >= sync_every:
                 tally.flush()  # raises DivergedError naming the first non-finite batch
         tally.flush()

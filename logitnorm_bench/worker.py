@@ -19,7 +19,7 @@ from filelock import FileLock
 from torch.utils.data import Subset
 
 from logitnorm_bench.components import DataContext
-from logitnorm_bench.data_views import DataSources, ValidationSources
+from logitnorm_bench.data_views import DataSources, ValidationSources, outlier_images
 from logitnorm_bench.devices import resolve_device
 from logitnorm_bench.errors import OodBenchError
 from logitnorm_bench.evaluation import Evaluator, forward_pass, sample_indices
@@ -128,12 +128,14 @@ def _execute(item: WorkItem) -> dict:
                     (run_dir / "checkpoint.pt").unlink(missing_ok=True)
                 progress("loading training data")
                 train_x, train_y = materialize(id_source.build("train", ctx))
+                outliers = outlier_images(sources, run.train, ctx)  # None unless train.outliers
                 id_test = materialize(id_source.build("test", ctx))  # the monitor's and, later, the evaluation's
                 monitor = LogitMagnitudeMonitor(id_test[0], sources, run, ctx, dev)
                 info.update(base, status="training", started=_now())
                 results.write_run(run.run_id, info)
                 res = train(model, loss_fn, train_x, train_y, run.train, run.seed, dev,
-                            checkpoint=run_dir / "checkpoint.pt", monitor=monitor, progress=progress)
+                            checkpoint=run_dir / "checkpoint.pt", monitor=monitor, progress=progress,
+                            outliers=outliers)
                 t_train = res.seconds
                 model = res.model
                 atomic_torch_save(model_path, {k: v.cpu() for k, v in model.state_dict().items()})

@@ -11,7 +11,7 @@ every entry, so a renamed class cannot hide here.
 
 from __future__ import annotations
 
-from logitnorm_bench import hookimpl
+from logitnorm_bench.plugins import lazy_plugin, register_defined  # noqa: F401 - the heavy modules use it
 
 DATASETS = {
     "cifar10": ("Cifar10", "CIFAR-10 (ID, 10 classes, 3x32x32), torchvision layout <root>/cifar-10-batches-py"),
@@ -63,29 +63,9 @@ REPORTS = {
 }
 
 
-def _plugin(kind: str, module: str, table: dict[str, tuple[str, str]]) -> object:
-    """One entry point's plugin object: its one hook, ``register_<kind>``, registers ``table``'s
-    components as ``"module:attribute"``."""
-
-    def register_all(self, register) -> None:
-        for name, (attribute, description) in table.items():
-            register(name, f"{module}:{attribute}", description=description)
-
-    hook = f"register_{kind}"
-    register_all.__name__ = register_all.__qualname__ = hook
-    return type(f"Paper{kind.title()}", (), {hook: hookimpl(register_all), "module": module, "table": table})()
-
-
-def register_defined(register, table: dict[str, tuple[str, str]], namespace: dict) -> None:
-    """Register ``table`` with the callables themselves, from the namespace of the module that
-    defines them: for that module's own hookimpl, which runs only once the module is imported."""
-    for name, (attribute, description) in table.items():
-        register(name, namespace[attribute], description=description)
-
-
 # The entry points (pyproject.toml): paper_datasets = "ood_bench_paper.plugin:datasets", ...
-datasets = _plugin("datasets", "ood_bench_paper.datasets", DATASETS)
-architectures = _plugin("architectures", "ood_bench_paper.architectures", ARCHITECTURES)
-losses = _plugin("losses", "ood_bench_paper.losses", LOSSES)
-detectors = _plugin("detectors", "ood_bench_paper.detectors", DETECTORS)
-reports = _plugin("reports", "ood_bench_paper.report", REPORTS)
+datasets = lazy_plugin("datasets", "ood_bench_paper.datasets", DATASETS)
+architectures = lazy_plugin("architectures", "ood_bench_paper.architectures", ARCHITECTURES)
+losses = lazy_plugin("losses", "ood_bench_paper.losses", LOSSES)
+detectors = lazy_plugin("detectors", "ood_bench_paper.detectors", DETECTORS)
+reports = lazy_plugin("reports", "ood_bench_paper.report", REPORTS)
