@@ -76,7 +76,7 @@ def _record(ood, seed, detector="msp"):
     auroc = AUROC[ood] + 0.01 * seed
     return {"cell_id": f"oo-{ood}-{seed}-{detector}", "run_id": f"r{seed}", "status": "ok", "suite": "openood_cifar10",
             "id_dataset": "openood_cifar10", "arch": "resnet18_32x32", "loss": "ce", "detector": detector,
-            "ood_dataset": ood, "ood_group": GROUP[ood], "seed": seed,
+            "ood_dataset": ood, "ood_group": GROUP[ood], "seed": seed, "detector_params": {"temperature": 1.0},
             "metrics": {"fpr95": 1 - auroc, "auroc": auroc, "aupr_in": 0.9, "aupr_out": 0.8},
             "run_metrics": {"id_acc": 0.9}}
 
