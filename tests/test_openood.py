@@ -255,3 +255,46 @@ def test_cifar_as_ood_relabels_and_reuses_the_paper_loader():
     assert (Cifar10Ood.source, Cifar100Ood.source) == (Cifar10, Cifar100)
     assert Cifar10Ood().num_classes == 0 and OpenoodCifar10().mean == (0.4914, 0.4822, 0.4465)
     assert issubclass(OpenoodCifar10, Cifar10)
+
+
+def test_a_run_records_the_group_and_the_leaderboard_averages_it(tiny_suite, tmp_path):
+    """End to end on the bundled digits: ``ood_group`` reaches every record and the leaderboard CSV."""
+    import csv
+
+    from logitnorm_bench.cli import main
+
+    suite = tiny_suite(tmp_path / "g.yaml", epochs=1, loss=["ce"], detector=["msp"],
+                       ood_dataset=["photo_patches", "uniform_noise", "gaussian_noise"],
+                       include=[{"ood_dataset": "photo_patches", "ood_group": "near"},
+                                {"ood_dataset": "uniform_noise", "ood_group": "far"},
+                                {"ood_dataset": "gaussian_noise", "ood_group": "far"}])
+    results = tmp_path / "results"
+    assert main(["run", str(suite), "--results", str(results), "--device", "cpu"]) == 0
+    groups = {r["ood_dataset"]: r["ood_group"] for r in ResultsDir(results).records()}
+    assert groups == {"photo_patches": "near", "uniform_noise": "far", "gaussian_noise": "far"}
+    with open(results / "leaderboard.csv", newline="") as f:
+        rows = {r["ood_dataset"]: r for r in csv.DictReader(f)}
+    assert {"average", "average:near", "average:far"} <= set(rows)
+    far = (float(rows["uniform_noise"]["auroc"]) + float(rows["gaussian_noise"]["auroc"])) / 2
+    assert float(rows["average:far"]["auroc"]) == pytest.approx(far, abs=1e-3)
+    assert rows["average:near"]["auroc"] == rows["photo_patches"]["auroc"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bench", ["openood_cifar10", "openood_cifar100"])
+def test_the_suite_runs_in_smoke_mode(bench, tmp_path):
+    """``ood-bench run openood_cifar10 --smoke`` end to end (one seed, one detector here, for time):
+    ResNet18_32x32 trains on the stand-ins and every near/far cell is written."""
+    from logitnorm_bench.cli import main
+
+    sets = [f"experiments.{e}.matrix.{k}={v}" for e in ("near_ood", "far_ood")
+            for k, v in (("seed", "[0]"), ("detector", "[msp]"))]
+    args = ["run", bench, "--smoke", "--results", str(tmp_path / "r"), "--data", str(tmp_path / "d"),
+            "--no-download", "--device", "cpu"]
+    for s in sets:
+        args += ["--set", s]
+    assert main(args) == 0
+    records = list(ResultsDir(tmp_path / "r").records())
+    assert len(records) == 6 and all(r["status"] == "ok" and r["smoke"] for r in records)
+    rows = build_rows(records)
+    assert {"average:near", "average:far"} <= {r["ood_dataset"] for r in rows}
