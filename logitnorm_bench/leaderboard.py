@@ -1,5 +1,6 @@
 """The leaderboard: one row per (id_dataset, arch, loss + params, detector + params, ood_dataset),
-aggregated over seeds, plus an ``average`` row over the OOD sets of each group.  Always rebuilt
+aggregated over seeds, plus an ``average`` row over the OOD sets of each group, and an ``average:<label>`` row over those
+of each ``ood_group`` label the records carry (OpenOOD's near / far).  Always rebuilt
 from the records; metrics in percent like the paper; mean and std in separate numeric columns.
 
 The ``average`` row averages, per seed, the metrics over the group's OOD sets (the paper's
@@ -23,6 +24,7 @@ from logitnorm_bench.metrics import METRICS
 from logitnorm_bench.records import ResultsDir, atomic_write_bytes
 
 KEY_COLUMNS = ("id_dataset", "arch", "loss", "loss_params", "detector", "detector_params", "ood_dataset")
+GROUP_PREFIX = "average:"  #: a group's average row: ``average:near`` over the OOD sets labelled ``near``
 PARAM_COLUMNS = ("arch_params", "loss_params", "detector_params")
 
 
@@ -82,20 +84,36 @@ def build_rows(records: list[dict]) -> list[dict]:
                 row[m], row[f"{m}_std"] = _mean_std(vals)
             rows.append(row)
         if len(per_ood) > 1:
-            oods = sorted(per_ood)
-            seeds = sorted(set.intersection(*(set(per_ood[o]) for o in oods)))
-            row = dict(base, ood_dataset="average", n_seeds=len(seeds), seeds=" ".join(map(str, seeds)),
-                       n_failed=sum(failed.get(key, {}).values()),
-                       run_ids=" ".join(sorted({per_ood[o][s]["run_id"] for o in oods for s in seeds})))
-            for m in METRICS:
-                per_seed = []
-                for s in seeds:
-                    vals = [_value(per_ood[o][s], m) for o in oods]
-                    if all(v is not None for v in vals):
-                        per_seed.append(statistics.fmean(vals))
-                row[m], row[f"{m}_std"] = _mean_std(per_seed)
-            rows.append(row)
+            rows.append(_average_row(base, "average", per_ood, sorted(per_ood), sum(failed.get(key, {}).values())))
+        by_group: dict[str, list[str]] = defaultdict(list)
+        for ood in sorted(per_ood):
+            labels = {r.get("ood_group") for r in per_ood[ood].values()} - {None}
+            if len(labels) == 1:  # an OOD set labelled two ways (two suites disagree) joins no group
+                by_group[labels.pop()].append(ood)
+        for label, oods in sorted(by_group.items()):
+            n_failed = sum(n for o, n in failed.get(key, {}).items() if o in oods)
+            rows.append(_average_row(base, f"{GROUP_PREFIX}{label}", per_ood, oods, n_failed))
     return rows
+
+
+def _average_row(base: dict, name: str, per_ood: dict, oods: list[str], n_failed: int) -> dict:
+    """Per seed, the mean over ``oods`` of each metric; then mean and std over the seeds that have them all."""
+    seeds = sorted(set.intersection(*(set(per_ood[o]) for o in oods)))
+    row = dict(base, ood_dataset=name, n_seeds=len(seeds), seeds=" ".join(map(str, seeds)), n_failed=n_failed,
+               run_ids=" ".join(sorted({per_ood[o][s]["run_id"] for o in oods for s in seeds})))
+    for m in METRICS:
+        per_seed = []
+        for s in seeds:
+            vals = [_value(per_ood[o][s], m) for o in oods]
+            if all(v is not None for v in vals):
+                per_seed.append(statistics.fmean(vals))
+        row[m], row[f"{m}_std"] = _mean_std(per_seed)
+    return row
+
+
+def is_average(ood_dataset: str) -> bool:
+    """The overall ``average`` row, or a group's ``average:<group>`` row."""
+    return ood_dataset == "average" or ood_dataset.startswith(GROUP_PREFIX)
 
 
 def to_csv(rows: list[dict]) -> str:

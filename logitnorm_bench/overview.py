@@ -2,7 +2,8 @@
 
 * **Leaderboard**, one table per ID dataset, a block per architecture: one row per loss +
   detector variant, ranked by the catalogue's first OOD metric (FPR95) over the OOD sets, with
-  that metric per OOD set and every OOD metric on the average; then one row per trained model
+  that metric per OOD set and per group average (``average:near``, ``average:far``, when the suite
+  labels its OOD sets with ``ood_group``) and every OOD metric on the average; then one row per trained model
   with the run metrics (accuracy, calibration, logit norms).
 * **Score histograms** (``scores_<id>_<arch>.png``): ID vs OOD scores of every loss x detector
   variant, from the records' ``score_hist``, seeds pooled.
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from logitnorm_bench.figures import epoch_means, file_name, finish, new_figure, pooled_fraction, score_range
-from logitnorm_bench.leaderboard import params_text
+from logitnorm_bench.leaderboard import GROUP_PREFIX, is_average, params_text
 from logitnorm_bench.metrics import METRICS, Metric, metrics_of
 from logitnorm_bench.reporting import (
     Cell, Figure, ReportSection, Results, Section, Table, Value, fmt_param, row_value, variant_key, variant_name,
@@ -115,10 +116,12 @@ def _detection(id_ds: str, rows: list[dict]) -> Section:
     """One row per loss + detector variant: the headline metric per OOD set, every OOD metric on the summary."""
     arch = rows[0]["arch"]
     variants = _variants(rows)
-    oods = sorted({o for by_ood in variants.values() for o in by_ood} - {"average"})
+    named = {o for by_ood in variants.values() for o in by_ood}
+    groups = sorted(o for o in named if o.startswith(GROUP_PREFIX))  # average:near, average:far, ...
+    oods = sorted(o for o in named if not is_average(o))
     at = "average" if len(oods) > 1 else oods[0]
     head = _headline()
-    per_set = [(head, o) for o in oods]
+    per_set = [(head, o) for o in oods + groups]
     columns = per_set + [(m, at) for m in metrics_of("cell") if (m, at) not in per_set]
 
     def rank(by_ood):

@@ -62,6 +62,7 @@ class EvaluationCell:
     experiments: list[str] = field(default_factory=list)
     split: str = "test"  #: "val" for a selection's validation cells (ID val images vs the OOD set's val split)
     selection: dict | None = None  #: set on test cells reached through a selection: what was chosen, and why
+    ood_group: str | None = None  #: the matrix's ``ood_group`` label (not part of the cell's hash)
 
 
 @dataclass
@@ -193,7 +194,7 @@ def make_plan(suite: Suite, plugins, smoke: bool = False) -> Plan:
         cell = cells.get(cell_id) if keep else None
         if cell is None:
             cell = EvaluationCell(cell_id, run_id, c.detector, det_params, c.ood_dataset, evaluation,
-                                  split=split)
+                                  split=split, ood_group=c.ood_group)
             if keep:
                 cells[cell_id] = cell
         if exp_name not in cell.experiments:
@@ -210,7 +211,7 @@ def make_plan(suite: Suite, plugins, smoke: bool = False) -> Plan:
                 continue
             # One group per combination less its seed, OOD set and the selected parameter.
             kind_key, _, pname = sel.param.partition(".")
-            rest = {k: v for k, v in asdict(c).items() if k not in ("seed", "ood_dataset")}
+            rest = {k: v for k, v in asdict(c).items() if k not in ("seed", "ood_dataset", "ood_group")}
             rest[kind_key] = {k: v for k, v in rest[kind_key].items() if k != pname}
             gid = stable_hash({"group": rest, "select": asdict(sel), "train": train, "smoke": smoke,
                                "evaluation": {k: evaluation[k] for k in EVAL_HASHED}})

@@ -84,6 +84,7 @@ class Record:
     suite: str = ""
     experiments: list = field(default_factory=list)
     weights: str | None = None
+    ood_group: str | None = None  #: the suite's near/far (or other) label of this OOD set, if any
     split: str = "test"
     selection: dict | None = None
     train: dict = field(default_factory=dict)
@@ -106,7 +107,7 @@ class Record:
     draws: list | None = None  #: the metrics of each OOD draw, when evaluation.ood_draws > 1
 
     OPTIONAL = ("metrics", "run_metrics", "detector_fit", "score_hist", "n_id", "n_ood", "eval_seconds",
-                "at_chance", "note", "scores", "draws")
+                "at_chance", "note", "scores", "draws", "ood_group")
 
     def to_json(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

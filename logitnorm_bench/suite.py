@@ -68,7 +68,7 @@ import yaml
 from logitnorm_bench.errors import ConfigError
 
 MATRIX_KEYS = ("id_dataset", "arch", "arch_params", "loss", "loss_params", "detector",
-               "detector_params", "ood_dataset", "seed", "weights")
+               "detector_params", "ood_dataset", "seed", "weights", "ood_group")
 REQUIRED_KEYS = ("id_dataset", "arch", "loss", "detector", "ood_dataset", "seed")
 TOP_KEYS = ("suite", "version", "description", "defaults", "experiments")
 INHERITABLE = ("defaults", "experiments")  #: what ``inherit:`` may list
@@ -160,6 +160,7 @@ class Combo:
     loss_params: dict = field(default_factory=dict)
     detector_params: dict = field(default_factory=dict)
     weights: str | None = None
+    ood_group: str | None = None  #: a label (e.g. near, far): the leaderboard adds an ``average:<group>`` row
 
 
 
@@ -666,6 +667,10 @@ def _combo(c: dict, fname: str, key: str) -> Combo:
     if weights is not None and not isinstance(weights, str):
         raise ConfigError(f"got {_show(weights)}; expected a checkpoint path (string)", file=fname,
                           key=f"{key}.weights")
+    group = c.get("ood_group")
+    if group is not None and (not isinstance(group, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", group)):
+        raise ConfigError(f"got {_show(group)}; expected a group label of ASCII letters, numerals, _ . -",
+                          file=fname, key=f"{key}.ood_group")
     return Combo(**{k: c.get(k) for k in MATRIX_KEYS if k in c})
 
 

@@ -212,7 +212,7 @@ def make_record(run: TrainingRun, cell: EvaluationCell, suite: str, dev, plugins
         id_dataset=run.id_dataset, arch=run.arch, arch_params=run.arch_params,
         loss=run.loss, loss_params=run.loss_params,
         detector=cell.detector, detector_params=cell.detector_params,
-        ood_dataset=cell.ood_dataset, seed=run.seed, weights=run.weights,
+        ood_dataset=cell.ood_dataset, ood_group=cell.ood_group, seed=run.seed, weights=run.weights,
         split=cell.split, selection=cell.selection, train=run.train, evaluation=cell.evaluation,
         provenance=dict(provenance(plugins, dev), config_hash=run.run_id, cell_hash=cell.cell_id),
         train_seconds=train_seconds, created=_now(), **outcome)

@@ -43,7 +43,7 @@ def digits(tmp_path):
 
 def test_sections_come_from_the_registry_then_the_overview(with_doe):
     names = [name for name, _ in report_sections()]
-    assert names == ["doe2024", "logitnorm_paper", "overview"]
+    assert names == ["doe2024", "logitnorm_paper", "openood_v15", "overview"]
     assert all(isinstance(section, ReportSection) for _, section in report_sections())
 
 
