@@ -141,6 +141,8 @@ class Suite:
     experiments: list[Experiment]
     #: True once check_names has checked every name and put every combination's params in resolved form
     resolved: bool = False
+    #: ``[(name, options)]``: the experiment trackers told about every training run (``trackers:``)
+    trackers: list = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------------------
@@ -231,7 +233,7 @@ def parse_suite(doc: Any, fname: str, overrides: list[str] = (), plugins=None) -
             recipe_overrides.append((key, value))  # applies to every experiment, after merging
         else:
             _set_path(doc, key, value, fname)
-    _check_keys(doc, {"suite", "version", "description", "defaults", "experiments"}, fname, "")
+    _check_keys(doc, {"suite", "version", "description", "defaults", "experiments", "trackers"}, fname, "")
     name = doc.get("suite")
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"got {_show(name)}; expected the suite's name (a string)", file=fname, key="suite")
@@ -256,7 +258,10 @@ def parse_suite(doc: Any, fname: str, overrides: list[str] = (), plugins=None) -
         combos = expand_matrix(exp, fname, key)
         select = _selection(exp.get("select"), fname, f"{key}.select")
         out.append(Experiment(str(exp_name), combos, train, evaluation, select))
-    suite = Suite(name=name, version=doc.get("version"), path=fname, experiments=out)
+    from logitnorm_bench.trackers import parse_specs
+
+    suite = Suite(name=name, version=doc.get("version"), path=fname, experiments=out,
+                  trackers=parse_specs(doc.get("trackers"), file=fname))
     if plugins is not None:
         check_names(suite, plugins)
     return suite
@@ -584,6 +589,9 @@ def check_names(suite: Suite, plugins) -> None:
             exp.candidates = [[resolve(with_param(c, exp.select.param, v), key) for v in exp.select.values]
                               for c in exp.combos]
         exp.combos = [resolve(c, key) for c in exp.combos]
+    for name, _ in suite.trackers:
+        if name not in plugins.trackers:
+            raise ConfigError(plugins.trackers.unknown_message(name), file=suite.path, key="trackers")
     suite.resolved = True
 
 
