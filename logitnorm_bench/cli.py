@@ -120,6 +120,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     if _command_of(argv) == "run":  # loading the plugins costs time: only when `run` needs their flags
         _add_executor_flags(p)
 
+    p = sub.add_parser("data", parents=[common],
+                       help="the datasets a suite needs: status, size and source; --download fetches them all")
+    _add_suite_args(p, optional=True)
+    p.add_argument("--data", type=Path, default=None, help="data root (default: $OOD_BENCH_DATA or ./data)")
+    p.add_argument("--download", action="store_true",
+                   help="download every dataset that is not ready (checksums verified), then list them again")
+
     p = sub.add_parser("leaderboard", parents=[common], help="rebuild RESULTS/leaderboard.csv from the records")
     p.add_argument("results", type=Path, help="the results folder of an ood-bench run")
     p.add_argument("--wait", type=float, default=0,
@@ -262,6 +269,21 @@ def cmd_run(args) -> int:
     return 1 if outcome.records_failed else 0
 
 
+def cmd_data(args) -> int:
+    from logitnorm_bench.api import load_plan
+    from logitnorm_bench.datacheck import check_data, download_data, render
+    from logitnorm_bench.driver import default_data_root
+
+    suite, plan = load_plan(args.suite, overrides=args.overrides, smoke=args.smoke)
+    root = args.data if args.data is not None else default_data_root()
+    rows = check_data(plan, root)
+    if args.download and any(r.status.state != "present" for r in rows):
+        print(render(suite.name, rows, root, args.suite))
+        rows = download_data(plan, root, rows)
+    print(render(suite.name, rows, root, args.suite))
+    return 0 if all(r.status.state == "present" for r in rows) else 1
+
+
 def _results_folder(path: Path) -> Path:
     """A results folder to read: it exists and holds records/ (never an empty leaderboard over a full one)."""
     if not path.is_dir():
@@ -299,7 +321,7 @@ def cmd_report(args) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "plan": cmd_plan, "run": cmd_run, "leaderboard": cmd_leaderboard,
+COMMANDS = {"list": cmd_list, "plan": cmd_plan, "run": cmd_run, "data": cmd_data, "leaderboard": cmd_leaderboard,
             "tables": cmd_tables, "report": cmd_report}
 
 if __name__ == "__main__":
