@@ -11,16 +11,17 @@ See docs/api.md for runnable examples.
 
 from __future__ import annotations
 
+import logging
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from logitnorm_bench.errors import ConfigError
 
 PANDAS_HINT = "install it with: pip install 'ood-bench[pandas]'"
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -37,40 +38,62 @@ class RunOutcome:
     seconds: float = 0.0
     smoke: bool = False
     counts: dict = field(default_factory=dict)
+    summary: Any = None  #: a :class:`~logitnorm_bench.summary.RunSummary`: the table, failures, where things are
+    log_file: Path | None = None  #: this call's log (DEBUG level)
 
     @property
     def ok(self) -> bool:
         return self.records_failed == 0
 
+    def headline(self) -> str:
+        """One line: what this call did."""
+        if self.runs_to_do == 0:
+            return f"{self.suite}: nothing left to do, every cell has its record; leaderboard: {self.leaderboard}"
+        return (f"{self.suite}: trained {self.trained} run(s); {self.records_ok} record(s) ok, "
+                f"{self.records_failed} failed in {self.seconds:.1f}s; leaderboard: {self.leaderboard}")
+
 
 def run(suite, results: str | Path | None = None, *, overrides: Iterable[str] = (), smoke: bool = False,
         data: str | Path | None = None, device: str = "auto", overwrite: str = "only-missing",
         executor: str = "local", executor_options: dict | None = None, download: bool = True,
-        wait: float = 0, threads: int | None = None, log: Callable[[str], None] | None = None) -> RunOutcome:
+        wait: float = 0, threads: int | None = None, trackers: Iterable = (), progress: str = "lines",
+        log_file: bool = True) -> RunOutcome:
     """Run what is missing of ``suite`` (a bundled suite's name, a YAML path, a mapping with a suite
     file's content, or a loaded ``Suite``).
 
     ``threads``: torch threads per training run; None (auto) gives a small model one thread and a
     large one the cores this process or worker has (see ``worker.choose_threads``).
+    ``trackers``: names, or ``(name, {option: value})`` pairs, added to the suite's own ``trackers``.
+    ``progress``: ``lines`` (periodic lines through :mod:`logging`), ``bars`` (tqdm, on a terminal)
+    or ``off``.  ``log_file``: write this call's log at DEBUG level to ``results/logs/``.  Progress
+    and messages go through the ``logitnorm_bench`` loggers: configure :mod:`logging` (or call
+    :func:`logitnorm_bench.logs.configure`) to see them.
     Records go to ``results/records/``, the leaderboard to ``results/leaderboard.csv`` (rebuilt even
     when the run is interrupted).  Bad input raises :class:`~logitnorm_bench.errors.ConfigError`
     before anything runs; a failed training or cell is recorded and counted, not raised.
     """
+    import contextlib
+
+    from logitnorm_bench import logs
+    from logitnorm_bench import trackers as tracking
     from logitnorm_bench.devices import check_device_spec, resolve_device
     from logitnorm_bench.driver import OVERWRITE_MODES, default_data_root, run_plan
     from logitnorm_bench.leaderboard import write_leaderboard
     from logitnorm_bench.params import resolve_params
     from logitnorm_bench.plan import load_plan
     from logitnorm_bench.plugins import get_plugins
+    from logitnorm_bench.progress import MODES
     from logitnorm_bench.records import ResultsLock
+    from logitnorm_bench.summary import summarize
 
-    log = log or (lambda s: print(s, file=sys.stderr))
     suite_obj, plan = load_plan(suite, overrides=overrides, smoke=smoke)  # before plugins: bad files fail fast
     plugins = get_plugins()
     if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not (math.isfinite(wait) and wait >= 0):
         raise ConfigError(f"--wait {wait:g}: expected a non-negative, finite number of seconds")
     if overwrite not in OVERWRITE_MODES:
         raise ConfigError(f"overwrite {overwrite!r}: expected one of {', '.join(OVERWRITE_MODES)}")
+    if progress not in MODES:
+        raise ConfigError(f"progress {progress!r}: expected one of {', '.join(MODES)}")
     # A bad device is bad input before anything runs; workers elsewhere (Ray) check availability themselves.
     (resolve_device if executor == "local" else check_device_spec)(device)
     options = dict(executor_options or {})
@@ -78,20 +101,37 @@ def run(suite, results: str | Path | None = None, *, overrides: Iterable[str] = 
     resolve_params(plugins.executors.get(executor), options, key="--executor-option")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ConfigError(f"--threads {threads!r}: expected a positive integer or auto")
+    extra = [(t, {}) if isinstance(t, str) else tuple(t) for t in trackers]
+    tracker_specs = tracking.resolve([*suite_obj.trackers, *extra], plugins)
     results = Path(results) if results is not None else Path("results-smoke" if smoke else "results")
     _check_writable(results)
+    if progress == "auto":
+        from logitnorm_bench.progress import resolve_mode
+
+        progress = resolve_mode(progress)
     t0 = time.perf_counter()
     with ResultsLock(results, wait=wait):
-        try:
-            counts = run_plan(plan, results, Path(data) if data is not None else default_data_root(), device,
-                              overwrite, executor=executor, executor_options=options, download=download, log=log,
-                              threads=threads)
-        finally:
-            board = write_leaderboard(results)  # also after an interrupt: nothing computed is lost
-    return RunOutcome(suite=suite_obj.name, results=results, leaderboard=board, trained=counts["trained"],
-                      records_ok=counts["records_ok"], records_failed=counts["records_failed"],
-                      runs_to_do=counts["runs"], seconds=counts.get("seconds", time.perf_counter() - t0),
-                      smoke=smoke, counts=counts)
+        with (logs.run_log(results) if log_file else contextlib.nullcontext()) as log_path:
+            _log.debug("ood-bench %s: suite %s, results %s, executor %s %s, device %s, overwrite %s, trackers %s",
+                       __import__("logitnorm_bench").__version__, suite_obj.name, results.resolve(), executor,
+                       options, device, overwrite, tracker_specs)
+            try:
+                counts = run_plan(plan, results, Path(data) if data is not None else default_data_root(), device,
+                                  overwrite, executor=executor, executor_options=options, download=download,
+                                  threads=threads, trackers=tracker_specs, progress_mode=progress,
+                                  suite_ref=suite if isinstance(suite, (str, Path)) else None)
+            except BaseException as exc:
+                _log.debug("stopped by %s: %s", type(exc).__name__, exc, exc_info=True)
+                raise
+            finally:
+                board = write_leaderboard(results)  # also after an interrupt: nothing computed is lost
+            summary = summarize(plan, results, leaderboard=board, log_file=log_path)
+            outcome = RunOutcome(suite=suite_obj.name, results=results, leaderboard=board, trained=counts["trained"],
+                                 records_ok=counts["records_ok"], records_failed=counts["records_failed"],
+                                 runs_to_do=counts["runs"], seconds=counts.get("seconds", time.perf_counter() - t0),
+                                 smoke=smoke, counts=counts, summary=summary, log_file=log_path)
+            logs.file_only(_log, outcome.headline() + "\n" + summary.render())
+    return outcome
 
 
 def _check_writable(results: Path) -> None:

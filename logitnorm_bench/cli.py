@@ -75,10 +75,16 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = _Parser(prog="ood-bench", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"ood-bench {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary, warnings and errors")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print every message (each epoch, each record)")
     # --debug also after the subcommand (`ood-bench run SUITE --debug`); SUPPRESS keeps the top level's value.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show tracebacks for errors (the exit code stays the same)")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="print only the summary, warnings and errors")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="print every message (each epoch, each record written)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("list", parents=[common], help="list registered components and the distributions providing them")
@@ -111,8 +117,21 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--threads", default="auto", metavar="N|auto",
                    help="torch threads per training run (default auto: 1 for a small model, else the cores "
                         "available to each worker); recorded in every record")
+    p.add_argument("--tracker", dest="trackers", action="append", default=[], metavar="NAME",
+                   help="an experiment tracker told about every training run, e.g. tensorboard or mlflow "
+                        "(repeatable; added to the suite's trackers; see: ood-bench list trackers)")
+    p.add_argument("--progress", choices=["auto", "bars", "lines", "off"], default="auto",
+                   help="auto (default): progress bars on a terminal, periodic lines otherwise "
+                        "($OOD_BENCH_PROGRESS_INTERVAL seconds apart, default 30)")
     if _command_of(argv) == "run":  # loading the plugins costs time: only when `run` needs their flags
         _add_executor_flags(p)
+
+    p = sub.add_parser("data", parents=[common],
+                       help="the datasets a suite needs: status, size and source; --download fetches them all")
+    _add_suite_args(p, optional=True)
+    p.add_argument("--data", type=Path, default=None, help="data root (default: $OOD_BENCH_DATA or ./data)")
+    p.add_argument("--download", action="store_true",
+                   help="download every dataset that is not ready (checksums verified), then list them again")
 
     p = sub.add_parser("leaderboard", parents=[common], help="rebuild RESULTS/leaderboard.csv from the records")
     p.add_argument("results", type=Path, help="the results folder of an ood-bench run")
@@ -157,6 +176,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.quiet and args.verbose:
+        parser.error("-q/--quiet and -v/--verbose exclude each other")
+    from logitnorm_bench import logs
+
+    logs.configure(logs.QUIET if args.quiet else logs.VERBOSE if args.verbose else logs.NORMAL)
+    try:
+        return _main(args)
+    finally:
+        logs.reset()
+
+
+def _main(args) -> int:
     # SIGTERM (kill, SLURM, Kubernetes) takes the Ctrl-C path: workers stopped, leaderboard refreshed.
     previous = (signal.signal(signal.SIGTERM, _terminate)
                 if threading.current_thread() is threading.main_thread() else None)
@@ -241,18 +272,34 @@ def cmd_run(args) -> int:
             threads = int(args.threads)
         except ValueError:
             raise ConfigError(f"--threads {args.threads!r}: expected a positive integer or auto") from None
+    from logitnorm_bench.progress import resolve_mode
+
+    progress = "off" if args.quiet else resolve_mode(args.progress)
     outcome = api.run(args.suite, args.results, overrides=args.overrides, smoke=args.smoke, data=args.data,
                       device=args.device, overwrite=args.overwrite, executor=args.executor,
-                      executor_options=options, download=not args.no_download, wait=args.wait, threads=threads)
-    if outcome.runs_to_do == 0:
-        print(f"{outcome.suite}: nothing left to do, every cell has its record; leaderboard: {outcome.leaderboard}")
-    else:
-        print(f"{outcome.suite}: trained {outcome.trained} run(s); {outcome.records_ok} record(s) ok, "
-              f"{outcome.records_failed} failed in {outcome.seconds:.1f}s; leaderboard: {outcome.leaderboard}")
+                      executor_options=options, download=not args.no_download, wait=args.wait, threads=threads,
+                      trackers=args.trackers, progress=progress)
+    print(outcome.headline())
+    print(outcome.summary.render())
     print(f"next: ood-bench tables {outcome.results}   ood-bench report {outcome.results}")
     if args.smoke:
         print("SMOKE MODE: synthetic stand-in data; these numbers mean nothing.")
     return 1 if outcome.records_failed else 0
+
+
+def cmd_data(args) -> int:
+    from logitnorm_bench.plan import load_plan
+    from logitnorm_bench.datacheck import check_data, download_data, render
+    from logitnorm_bench.driver import default_data_root
+
+    suite, plan = load_plan(args.suite, overrides=args.overrides, smoke=args.smoke)
+    root = args.data if args.data is not None else default_data_root()
+    rows = check_data(plan, root)
+    if args.download and any(r.status.state != "present" for r in rows):
+        print(render(suite.name, rows, root, args.suite))
+        rows = download_data(plan, root, rows)
+    print(render(suite.name, rows, root, args.suite))
+    return 0 if all(r.status.state == "present" for r in rows) else 1
 
 
 def _results_folder(path: Path) -> Path:
@@ -296,7 +343,7 @@ def cmd_report(args) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "plan": cmd_plan, "run": cmd_run, "leaderboard": cmd_leaderboard,
+COMMANDS = {"list": cmd_list, "plan": cmd_plan, "run": cmd_run, "data": cmd_data, "leaderboard": cmd_leaderboard,
             "tables": cmd_tables, "report": cmd_report}
 
 if __name__ == "__main__":

@@ -61,6 +61,45 @@ class DatasetSource:
         """
         raise NotImplementedError
 
+    def status(self, splits: tuple[str, ...], ctx: DataContext) -> "DataStatus":
+        """Whether the data of ``splits`` is on disk under ``ctx.root``, never downloading
+        (``ood-bench data``).
+
+        Optional: this default builds each split with downloading off, so it knows present or
+        missing but neither size nor source.  A dataset with files overrides it to say more (partial,
+        checksum bad, the size on disk or to download, where it comes from).
+        """
+        from logitnorm_bench.errors import ChecksumError, DataMissingError
+
+        off = DataContext(root=ctx.root, download=False, seed=ctx.seed)
+        missing, bad = [], []
+        for split in splits:
+            try:
+                self.build(split, off)
+            except ChecksumError as exc:
+                bad.append(f"{split}: {exc}")
+            except DataMissingError as exc:
+                missing.append(f"{split}: {exc}")
+        if bad:
+            return DataStatus("checksum bad", detail="; ".join(bad))
+        if missing:
+            state = "partial" if len(missing) < len(splits) else "missing"
+            return DataStatus(state, detail="; ".join(missing))
+        return DataStatus("present")
+
+
+@dataclass
+class DataStatus:
+    """What :meth:`DatasetSource.status` finds."""
+
+    STATES = ("present", "missing", "partial", "checksum bad")
+
+    state: str  #: one of STATES
+    size: int | None = None  #: bytes on disk when present, else bytes to download; None: unknown
+    source: str | None = None  #: where the data comes from (a URL, "bundled", "generated")
+    folder: str | None = None  #: where it lives under the data root
+    detail: str = ""  #: what is missing or wrong, one line
+
 
 # --------------------------------------------------------------------------------------
 # Architectures
@@ -219,3 +258,11 @@ class Executor(Protocol):
 
     def run(self, payloads: Iterable[dict]) -> Iterator[dict]: ...
 
+
+
+# --------------------------------------------------------------------------------------
+# Trackers: the contract lives in logitnorm_bench.trackers (free of torch, so that loading
+# the plugins stays light); named here with the other contracts.
+# --------------------------------------------------------------------------------------
+
+from logitnorm_bench.trackers import TrackedRun, Tracker  # noqa: E402,F401

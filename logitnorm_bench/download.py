@@ -1,6 +1,6 @@
 """Download a file with checksum verification, and extract archives without path traversal.
 
-Only the standard library.  A download streams into a temporary file beside its destination and is
+The standard library (and a progress meter: a bar on a terminal, periodic log lines elsewhere).  A download streams into a temporary file beside its destination and is
 renamed into place only once complete and verified, so an interrupted or corrupt download never
 leaves a file that looks like the real thing.
 """
@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from logitnorm_bench.errors import ChecksumError, OodBenchError
+from logitnorm_bench.progress import ByteMeter
 
 _CHUNK = 1 << 20
 
@@ -49,10 +50,13 @@ def download_url(url: str, dest_path: str | os.PathLike, *, sha256: str | None =
     try:
         request = urllib.request.Request(url, headers={"User-Agent": "ood-bench"})
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as response:
+            meter = ByteMeter(dest.name, response.length)
             for chunk in iter(lambda: response.read(_CHUNK), b""):
                 out.write(chunk)
+                meter.update(len(chunk))
                 for h in hashes.values():
                     h.update(chunk)
+            meter.close()
         for algo, want in expected.items():
             got = hashes[algo].hexdigest()
             if got != want:

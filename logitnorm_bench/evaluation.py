@@ -20,7 +20,7 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -129,7 +129,6 @@ class Evaluator:
     id_test: tuple[torch.Tensor, torch.Tensor] | None = None  #: the ID test images, if the caller has them
     source_for: Any = None  #: name -> DatasetSource (the runner's, so smoke mode can swap them)
     cache_dir: Path | None = None  #: where the ID training outputs are cached (the run's folder)
-    log: Callable[[str], None] = lambda message: None
     run_metrics: dict = field(default_factory=dict)
 
     def evaluate(self, cells: list) -> Iterator[tuple[Any, dict]]:
@@ -262,7 +261,7 @@ class Evaluator:
         if self.cache_dir is not None:
             key = hashlib.sha256(f"{model_digest(self.model)}/{k}/{seed}".encode()).hexdigest()[:16]
             path = Path(self.cache_dir) / f"fit-outputs-{key}.pt"
-            cached = load_state_or_set_aside(path, self.log)
+            cached = load_state_or_set_aside(path)
             if cached is not None and (cached["features"] is not None or not with_features):
                 return FitOutputs(cached["logits"], cached["labels"], cached["features"], int(cached["total"]))
         ds = self.id_source.build("train", self.ctx)

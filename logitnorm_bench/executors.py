@@ -24,11 +24,11 @@ the grid: the runs not yet started are cancelled and the exception is raised in 
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import shutil
 import signal
-import sys
 import tempfile
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -39,6 +39,7 @@ from logitnorm_bench import hookimpl
 from logitnorm_bench.errors import ConfigError
 
 WorkFn = Callable[..., dict]
+log = logging.getLogger(__name__)
 
 
 def _execute_run(**payload) -> dict:
@@ -108,7 +109,7 @@ def _crash_summary(payload: dict, message: str) -> dict:
 
 
 def _log(message: str) -> None:
-    print(f"ood-bench: {message}", file=sys.stderr, flush=True)
+    log.warning(message)
 
 
 def _label(payload: dict) -> str:

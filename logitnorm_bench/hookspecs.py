@@ -1,7 +1,7 @@
 """Hook specifications: what a plugin can register.
 
 Components (datasets, architectures, losses, detectors), and the harness's own extension points:
-executors, bundled suites and report sections.
+executors, bundled suites, report sections and experiment trackers.
 
 Every hook is a register-callback (the style of llm and datasette): the harness calls
 ``register_<kind>(register)`` and the plugin calls ``register(name, factory, **info)`` once
@@ -95,4 +95,15 @@ def register_reports(register: Register) -> None:
     shared read-only :class:`logitnorm_bench.reporting.Results` view of the folder (records,
     leaderboard rows, run histories).  A section returns nothing when the results it needs are
     absent, so it stays off the page.
+    """
+
+
+@hookspec
+def register_trackers(register: Register) -> None:
+    """Register experiment trackers (TensorBoard, MLflow, Weights & Biases, ...).
+
+    ``factory(**options)`` returns a :class:`logitnorm_bench.components.Tracker`; it is called once
+    per training run, in the process that runs it, and told the run's events (started with its
+    config, each epoch's metrics, each record written, finished or failed).  Switched on by a
+    suite's ``trackers`` or ``ood-bench run --tracker NAME``; a tracker that raises never fails a run.
     """

@@ -84,6 +84,8 @@ class WorkItem:
     download: bool = True
     suite_name: str = ""
     threads: int | None = None  #: torch threads for the run; None = auto (worker.choose_threads)
+    trackers: list | None = None  #: ``[[name, options], ...]``: the trackers told about this run
+    observe: dict | None = None  #: where its log records and progress go (logs.worker_logging)
 
     def to_payload(self) -> dict:
         payload = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

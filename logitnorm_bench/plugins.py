@@ -43,9 +43,9 @@ from logitnorm_bench.hookspecs import hookimpl
 from logitnorm_bench.errors import DuplicateNameError, OodBenchError, PluginError, UnknownNameError
 
 GROUP = "ood_bench"
-KINDS = ("datasets", "architectures", "losses", "detectors", "executors", "suites", "reports")
+KINDS = ("datasets", "architectures", "losses", "detectors", "executors", "suites", "reports", "trackers")
 SINGULAR = {"datasets": "dataset", "architectures": "architecture", "losses": "loss", "detectors": "detector",
-            "executors": "executor", "suites": "suite", "reports": "report section"}
+            "executors": "executor", "suites": "suite", "reports": "report section", "trackers": "tracker"}
 STRICT_ENV = "OOD_BENCH_STRICT_PLUGINS"
 SELECT_ENV = "OOD_BENCH_PLUGINS"
 BUILTIN = "ood-bench"  #: the harness's own distribution: its components win bare-name clashes
@@ -376,6 +376,10 @@ class Plugins:
     @property
     def reports(self) -> Registry:
         return self.registry("reports")
+
+    @property
+    def trackers(self) -> Registry:
+        return self.registry("trackers")
 
     def versions(self) -> dict[str, str]:
         """Plugin name -> providing distribution and version (for provenance)."""

@@ -21,8 +21,8 @@ import json
 import math
 import os
 import platform
+import logging
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -49,8 +49,11 @@ def _current_umask() -> int:
 _FILE_MODE = 0o666 & ~_current_umask()
 
 
+log = logging.getLogger(__name__)
+
+
 def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+    log.warning(message)
 
 
 class RecordError(ValueError):
@@ -192,8 +195,8 @@ def read_json(path: Path) -> dict | None:
         return None
 
 
-def load_state_or_set_aside(path: Path, warn: Callable[[str], None], map_location="cpu") -> dict | None:
-    """A saved state dict, or None; an unreadable file is renamed ``*.corrupt`` and reported.
+def load_state_or_set_aside(path: Path, map_location="cpu") -> dict | None:
+    """A saved state dict, or None; an unreadable file is renamed ``*.corrupt`` and reported (a warning).
 
     ``weights_only=True``: a results folder is never trusted to unpickle arbitrary objects.
     """
@@ -204,8 +207,8 @@ def load_state_or_set_aside(path: Path, warn: Callable[[str], None], map_locatio
     except Exception as exc:
         bad = path.with_name(path.name + ".corrupt")
         os.replace(path, bad)
-        warn(f"warning: {path.name} is unreadable ({type(exc).__name__}); moved to {bad.name}, "
-            "starting that step again")
+        log.warning("%s is unreadable (%s); moved to %s, starting that step again", path.name,
+                    type(exc).__name__, bad.name)
         return None
 
 

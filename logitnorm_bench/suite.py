@@ -70,7 +70,7 @@ from logitnorm_bench.errors import ConfigError
 MATRIX_KEYS = ("id_dataset", "arch", "arch_params", "loss", "loss_params", "detector",
                "detector_params", "ood_dataset", "seed", "weights", "ood_group")
 REQUIRED_KEYS = ("id_dataset", "arch", "loss", "detector", "ood_dataset", "seed")
-TOP_KEYS = ("suite", "version", "description", "defaults", "experiments")
+TOP_KEYS = ("suite", "version", "description", "defaults", "experiments", "trackers")
 INHERITABLE = ("defaults", "experiments")  #: what ``inherit:`` may list
 
 MAX_EXTENDS_DEPTH = 8  #: parents in one ``extends`` chain
@@ -198,6 +198,8 @@ class Suite:
     experiments: list[Experiment]
     #: True once check_names has checked every name and put every combination's params in resolved form
     resolved: bool = False
+    #: ``[(name, options)]``: the experiment trackers told about every training run (``trackers:``)
+    trackers: list = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------------------
@@ -431,7 +433,10 @@ def parse_suite(doc: Any, fname: str, overrides: list[str] = (), plugins=None) -
         combos = expand_matrix(exp, fname, key, limit=budget // per_combo)
         budget -= len(combos) * per_combo
         out.append(Experiment(str(exp_name), combos, train, evaluation, select))
-    suite = Suite(name=name, version=doc.get("version"), path=fname, experiments=out)
+    from logitnorm_bench.trackers import parse_specs
+
+    suite = Suite(name=name, version=doc.get("version"), path=fname, experiments=out,
+                  trackers=parse_specs(doc.get("trackers"), file=fname))
     if plugins is not None:
         check_names(suite, plugins)
     return suite
@@ -876,6 +881,9 @@ def check_names(suite: Suite, plugins) -> None:
                               for c in exp.combos]
         exp.combos = [resolve(c, key) for c in exp.combos]
         _check_outliers(exp, suite.path, plugins)
+    for name, _ in suite.trackers:
+        if name not in plugins.trackers:
+            raise ConfigError(plugins.trackers.unknown_message(name), file=suite.path, key="trackers")
     suite.resolved = True
 
 

@@ -112,9 +112,13 @@ def set_rng_state(gen: torch.Generator, state: dict) -> None:
 
 def train(model: nn.Module, loss_fn: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
           recipe: dict, seed: int, device: torch.device, checkpoint: Path | None = None,
-          monitor: Callable[[nn.Module], dict] | None = None,
-          progress: Callable[[str], None] = lambda s: None, outliers: torch.Tensor | None = None) -> TrainResult:
+          monitor: Callable[[nn.Module], dict] | None = None, events=None,
+          outliers: torch.Tensor | None = None) -> TrainResult:
     """Train ``model`` in place with ``recipe``; resume from ``checkpoint`` when it exists.
+
+    ``events`` (optional) is told ``started(start_epoch, epochs)`` once the checkpoint is loaded,
+    ``batch(done, n_batches)`` after every step (it must be cheap: the worker's reporter reads the
+    clock and returns) and ``epoch(entry, epochs)`` after every epoch, before its checkpoint is saved.
 
     ``outliers`` (``train.outliers``): images appended to every batch with target -1, as Outlier
     Exposure's code does: ``round(ratio * batch_size)`` of them, read in their given (random) order from
@@ -132,7 +136,7 @@ def train(model: nn.Module, loss_fn: nn.Module, train_x: torch.Tensor, train_y: 
     gen = torch.Generator(device=gen_device).manual_seed(seed)
     history: list[dict] = []
     start_epoch = 0
-    state = load_state_or_set_aside(checkpoint, progress, device) if checkpoint is not None else None
+    state = load_state_or_set_aside(checkpoint, device) if checkpoint is not None else None
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -152,6 +156,9 @@ def train(model: nn.Module, loss_fn: nn.Module, train_x: torch.Tensor, train_y: 
     if recipe.get("max_batches_per_epoch"):
         n_batches = min(n_batches, recipe["max_batches_per_epoch"])
     sync_every = host_sync_every(device)
+    batch_done = getattr(events, "batch", None)
+    if events is not None:
+        events.started(start_epoch, epochs)
     t0 = time.perf_counter()
     for epoch in range(start_epoch, epochs):
         model.train()
@@ -174,6 +181,8 @@ def train(model: nn.Module, loss_fn: nn.Module, train_x: torch.Tensor, train_y: 
             tally.add(b, len(idx), loss, (logits[:len(idx)].argmax(1) == y).sum())
             if len(tally.pending) >= sync_every:
                 tally.flush()  # raises DivergedError naming the first non-finite batch
+            if batch_done is not None:
+                batch_done(b + 1, n_batches)
         tally.flush()
         total, correct, seen = tally.total, tally.correct, tally.seen
         lr = opt.param_groups[0]["lr"]
@@ -183,10 +192,8 @@ def train(model: nn.Module, loss_fn: nn.Module, train_x: torch.Tensor, train_y: 
         if monitor is not None:
             entry.update(monitor(model))
         history.append(entry)
-        done = epoch + 1 - start_epoch
-        eta = (time.perf_counter() - t0) / done * (epochs - epoch - 1)
-        progress(f"epoch {epoch + 1}/{epochs} loss {entry['loss']:.4f} acc {entry['train_acc']:.3f} "
-                 f"lr {lr:.4g} ({entry['seconds']:.1f}s/epoch, ETA {_fmt_time(eta)})")
+        if events is not None:
+            events.epoch(entry, epochs)
         if checkpoint is not None and ((epoch + 1) % recipe["checkpoint_every"] == 0 or epoch + 1 == epochs):
             atomic_torch_save(checkpoint, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                            "scheduler": sched.state_dict(), "rng": rng_state(gen),
@@ -256,13 +263,6 @@ def _train_step(model, loss_fn, opt, device, fast):
         return loss.detach(), logits.detach()
 
     return step
-
-
-def _fmt_time(seconds: float) -> str:
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
 def build_model(plugins, arch: str, arch_params: dict, loss_fn, source, seed: int) -> nn.Module:

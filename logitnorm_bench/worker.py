@@ -9,7 +9,7 @@ grid goes on.
 
 from __future__ import annotations
 
-import sys
+import logging
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,7 +18,8 @@ import torch
 from filelock import FileLock
 from torch.utils.data import Subset
 
-from logitnorm_bench.components import DataContext
+from logitnorm_bench import logs, progress
+from logitnorm_bench.components import DataContext, TrackedRun
 from logitnorm_bench.data_views import DataSources, ValidationSources, outlier_images
 from logitnorm_bench.devices import resolve_device
 from logitnorm_bench.errors import OodBenchError
@@ -26,8 +27,11 @@ from logitnorm_bench.evaluation import Evaluator, forward_pass, sample_indices
 from logitnorm_bench.plan import EvaluationCell, TrainingRun, WorkItem
 from logitnorm_bench.plugins import get_plugins
 from logitnorm_bench.records import Record, ResultsDir, atomic_torch_save, load_state_or_set_aside, provenance
+from logitnorm_bench.trackers import Trackers
 from logitnorm_bench.train import DivergedError, build_model, materialize, train
 from logitnorm_bench.weights import load_given_weights
+
+log = logging.getLogger(__name__)
 
 
 def cell_needs_work(results: ResultsDir, cell: EvaluationCell, overwrite: str) -> bool:
@@ -38,17 +42,6 @@ def cell_needs_work(results: ResultsDir, cell: EvaluationCell, overwrite: str) -
         return True
     # A failed cell is not a result: only-missing retries it, never leaves it.
     return overwrite == "only-missing" and rec.get("status") != "ok"
-
-
-class Progress:
-    """One line per event on stderr, prefixed with the run's position and label."""
-
-    def __init__(self, index: int, total: int, label: str, stream=None):
-        self.prefix = f"[{index}/{total} {label}]"
-        self.stream = stream or sys.stderr
-
-    def __call__(self, message: str) -> None:
-        print(f"{self.prefix} {message}", file=self.stream, flush=True)
 
 
 def execute_run(**payload) -> dict:
@@ -76,32 +69,83 @@ def execute(item: WorkItem) -> dict:
     """Train one TrainingRun if needed, then evaluate its cells; returns a summary dict.
 
     The run uses :func:`choose_threads` torch threads (recorded in each record's provenance); the
-    process's own count is restored afterwards.
+    process's own count is restored afterwards.  Its log records are tagged with the run and reach
+    the suite's console and log file (:func:`logitnorm_bench.logs.worker_logging`); its progress
+    goes to the suite's monitor.
     """
     before = torch.get_num_threads()
+    tag = f"{item.index}/{item.total} {item.run.label()}"
     try:
-        return _execute(item)
+        with logs.worker_logging(item.observe) as channel, logs.run_context(tag):
+            monitor = progress.current()
+            sink = channel or (monitor.handle if monitor is not None else None)
+            reporter = progress.RunReporter(tag, item.run.run_id, sink, interval=(item.observe or {}).get("interval"))
+            return _execute(item, reporter)
     finally:
         torch.set_num_threads(before)
 
 
-def _execute(item: WorkItem) -> dict:
+class _RunEvents:
+    """What the training loop and the evaluation report, fanned out to the progress display and the
+    trackers (``train(events=...)`` calls ``started``, ``epoch`` and ``batch``)."""
+
+    def __init__(self, reporter: progress.RunReporter, trackers: Trackers, tracked: TrackedRun, cells: int,
+                 key: str):
+        self.reporter, self.trackers, self.tracked = reporter, trackers, tracked
+        self.cells, self.key = cells, key
+        self.batch = reporter.batch  # every training step: straight to the throttled reporter
+        self._started = False
+
+    def begin(self, mode: str, start_epoch: int = 0) -> None:
+        if self._started:
+            return
+        self._started = True
+        self.tracked.mode, self.tracked.start_epoch = mode, start_epoch
+        epochs = int(self.tracked.config["train"].get("epochs", 0)) if mode == "train" else 0
+        self.reporter.started(mode, epochs, start_epoch, self.cells, self.key)
+        self.trackers.run_started()
+
+    def started(self, start_epoch: int, epochs: int) -> None:  # from train(), after loading its checkpoint
+        if start_epoch:
+            log.info("resuming from the checkpoint of epoch %d/%d", start_epoch, epochs)
+        self.begin("train", start_epoch)
+
+    def epoch(self, entry: dict, epochs: int) -> None:
+        self.reporter.epoch(entry, epochs)
+        self.trackers.epoch_ended(entry)
+
+
+def _execute(item: WorkItem, reporter: progress.RunReporter) -> dict:
     run, cells = item.run, item.cells
     results = ResultsDir(item.results_root)
     plugins = get_plugins()
     dev = resolve_device(item.device)
-    progress = Progress(item.index, item.total, run.label())
     ctx = DataContext(root=Path(item.data_root), download=item.download, seed=run.seed)
     summary = {"run_id": run.run_id, "trained": False, "records_ok": 0, "records_failed": 0, "error": None}
     run_dir = results.run_dir(run.run_id)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
+    tracked = TrackedRun(run_id=run.run_id, label=run.label(), suite=item.suite_name, config=asdict(run),
+                         results=Path(item.results_root).resolve(), mode="train")
+    events = _RunEvents(reporter, Trackers(item.trackers, plugins, tracked), tracked, len(cells),
+                        f"{run.id_dataset}/{run.arch}")
 
     def write(cell: EvaluationCell, result: dict, train_seconds: float) -> None:
         if "scores" in result:  # the raw scores go to their own file, the record keeps a reference
             raw = result["scores"]
             result = dict(result, scores=results.write_scores(cell.cell_id, raw["id"], raw["ood"]))
-        results.write_record(make_record(run, cell, item.suite_name, dev, plugins, result, train_seconds))
-        summary["records_ok" if "error" not in result else "records_failed"] += 1
+        record = make_record(run, cell, item.suite_name, dev, plugins, result, train_seconds)
+        results.write_record(record)
+        ok = "error" not in result
+        summary["records_ok" if ok else "records_failed"] += 1
+        if ok:
+            m = record.metrics or {}
+            log.debug("record %s: %s on %s (%s): fpr95 %.4f auroc %.4f", record.cell_id, cell.detector,
+                      cell.ood_dataset, cell.split, m.get("fpr95", float("nan")), m.get("auroc", float("nan")))
+        else:
+            log.debug("record %s: %s on %s (%s) failed: %s", record.cell_id, cell.detector, cell.ood_dataset,
+                      cell.split, record.error)
+        reporter.record(ok)
+        events.trackers.record_written(record.to_json())
 
     with FileLock(str(run_dir.with_suffix(".lock"))):  # two workers never train the same run at once
         info = results.read_run(run.run_id) or {}
@@ -119,14 +163,16 @@ def _execute(item: WorkItem) -> dict:
                 applied = load_given_weights(model, run.weights)
                 info.update(base, status="given_weights", weights=run.weights, weights_applied=applied)
                 results.write_run(run.run_id, info)
+                events.begin("weights")
             elif (item.overwrite != "always" and info.get("status") == "trained"
-                  and (state := load_state_or_set_aside(model_path, progress)) is not None):
+                  and (state := load_state_or_set_aside(model_path)) is not None):
                 model.load_state_dict(state)
-                progress("trained weights found; not training again")
+                log.info("trained weights found; not training again")
+                events.begin("reuse")
             else:
                 if item.overwrite == "always":
                     (run_dir / "checkpoint.pt").unlink(missing_ok=True)
-                progress("loading training data")
+                log.debug("loading training data")
                 train_x, train_y = materialize(id_source.build("train", ctx))
                 outliers = outlier_images(sources, run.train, ctx)  # None unless train.outliers
                 id_test = materialize(id_source.build("test", ctx))  # the monitor's and, later, the evaluation's
@@ -134,7 +180,7 @@ def _execute(item: WorkItem) -> dict:
                 info.update(base, status="training", started=_now())
                 results.write_run(run.run_id, info)
                 res = train(model, loss_fn, train_x, train_y, run.train, run.seed, dev,
-                            checkpoint=run_dir / "checkpoint.pt", monitor=monitor, progress=progress,
+                            checkpoint=run_dir / "checkpoint.pt", monitor=monitor, events=events,
                             outliers=outliers)
                 t_train = res.seconds
                 model = res.model
@@ -149,14 +195,20 @@ def _execute(item: WorkItem) -> dict:
             err = describe_error(exc)
             info.update(base, status="failed", error=err, finished=_now())
             results.write_run(run.run_id, info)
-            progress(f"FAILED: {err}")
+            log.error("FAILED: %s", err)
+            log.debug("the traceback", exc_info=exc)
+            events.begin("train")
             for c in cells:
                 write(c, {"error": err}, t_train)
             summary["error"] = err
+            reporter.finished("failed", err)
+            events.trackers.run_finished("failed", err)
             return summary
 
-        progress(f"evaluating {len(cells)} cell(s)")
+        log.debug("evaluating %d cell(s)", len(cells))
+        reporter.evaluating(0, len(cells))
         evaluator = None
+        done = 0
         for split in ("test", "val"):
             split_cells = [c for c in cells if c.split == split]
             if not split_cells:
@@ -168,23 +220,29 @@ def _execute(item: WorkItem) -> dict:
                 source_for, eval_id_source = sources, id_source
             evaluator = Evaluator(model, eval_id_source, ctx, plugins, dev, split_cells[0].evaluation,
                                   id_test=id_test if split == "test" else None, source_for=source_for,
-                                  cache_dir=run_dir, log=progress)
+                                  cache_dir=run_dir)
             try:
                 for cell, result in evaluator.evaluate(split_cells):
                     write(cell, flag_chance(result, run), t_train)
+                    done += 1
+                    reporter.evaluating(done, len(cells))
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # the ID pass itself failed: every remaining cell fails
                 err = describe_error(exc)
-                progress(f"evaluation FAILED: {err}")
+                log.error("evaluation FAILED: %s", err)
+                log.debug("the traceback", exc_info=exc)
                 for c in split_cells:
                     if cell_needs_work(results, c, "only-missing"):
                         write(c, {"error": err}, t_train)
                 summary["error"] = err
         m = evaluator.run_metrics if evaluator is not None else {}
         if m:
-            progress(f"done: ID accuracy {100 * m['id_acc']:.2f}%, {summary['records_ok']} record(s) ok, "
-                     f"{summary['records_failed']} failed")
+            log.info("done: ID accuracy %.2f%%, %d record(s) ok, %d failed", 100 * m["id_acc"], summary["records_ok"],
+                     summary["records_failed"])
+        status = "failed" if summary["error"] else "ok"
+        reporter.finished(status, summary["error"], m.get("id_acc"))
+        events.trackers.run_finished(status, summary["error"])
     return summary
 
 
@@ -244,7 +302,7 @@ class LogitMagnitudeMonitor:
                 idx = sample_indices(len(ds), k, 0)
                 self.sets["logit_norm_ood"], _ = materialize(Subset(ds, idx.tolist()))
         except Exception as exc:  # the curve is a nicety: never fail a training for it
-            print(f"warning: logit-norm monitor disabled: {exc}", file=sys.stderr)
+            log.warning("logit-norm monitor disabled: %s", exc)
 
     def __call__(self, model) -> dict:
         was_training = model.training

@@ -39,7 +39,7 @@ EXAMPLE_DIST = "ood-bench-example-plugin 0.1.0"
 DOCS = ROOT / "docs" / "plugins.md"
 BUILTIN_DIST = f"ood-bench {version('ood-bench')}"
 BUILTIN_PLUGINS = {"paper_datasets", "paper_architectures", "paper_losses", "paper_detectors", "paper_report",
-                   "executors", "suites", "pytorch_ood_detectors", "pytorch_ood_losses",
+                   "executors", "suites", "trackers", "pytorch_ood_detectors", "pytorch_ood_losses",
                    "pytorch_ood_datasets", "openood_datasets", "openood_architectures", "openood_suites",
                    "openood_report"}
 PLUGIN_ENV = ("OOD_BENCH_PLUGINS", "OOD_BENCH_STRICT_PLUGINS")
@@ -148,6 +148,23 @@ class ReportsPlugin:
         register("tiny_report", TinySection, description="tiny report section")
 
 
+class TinyTracker:
+    def __init__(self, prefix: str = "tiny"):
+        self.prefix, self.events = prefix, []
+
+    def run_started(self, run):
+        self.events.append(("started", run.run_id))
+
+    def epoch_ended(self, run, epoch, metrics):
+        self.events.append(("epoch", epoch, metrics["loss"]))
+
+
+class TrackersPlugin:
+    @hookimpl
+    def register_trackers(self, register):
+        register("tiny_tracker", TinyTracker, description="tiny tracker")
+
+
 def _check_suite(entry):
     assert entry.factory() == Path(__file__)
 
@@ -162,6 +179,19 @@ def _check_report(entry):
            "metrics": {"fpr95": 0.25}}
     (table,) = section.tables(Results("unused", [rec]))
     assert [(c.column, c.ours.mean, c.ours.n_seeds) for _, _, c in table.cells()] == [("FPR95", 25.0, 1)]
+
+
+def _check_tracker(entry):
+    from logitnorm_bench.trackers import TrackedRun, Trackers
+
+    plugins = Plugins(load_entry_points=False)
+    plugins.add(TrackersPlugin(), name="tiny")
+    run = TrackedRun("r1", "digits/mlp/ce/seed0", "s", {"train": {"epochs": 2}}, Path("."), "train")
+    trackers = Trackers([(entry.name, {"prefix": "x"})], plugins, run)
+    trackers.run_started()
+    trackers.epoch_ended({"epoch": 1, "loss": 0.5, "note": "not a number"})
+    trackers.run_finished("ok")  # a tracker without run_finished: nothing to call
+    assert trackers.active[0][1].events == [("started", "r1"), ("epoch", 1, 0.5)]
 
 
 def _check_dataset(entry):
@@ -201,6 +231,7 @@ HOOK_CASES = {
     "register_executors": (ExecutorsPlugin, "executors", "tiny_executor", _check_executor),
     "register_suites": (SuitesPlugin, "suites", "tiny_suite", _check_suite),
     "register_reports": (ReportsPlugin, "reports", "tiny_report", _check_report),
+    "register_trackers": (TrackersPlugin, "trackers", "tiny_tracker", _check_tracker),
 }
 
 
@@ -260,6 +291,7 @@ BUILTINS = {
     "executors": {"local", "ray"},
     "suites": {"quick", "paper", "paper_official_tau", "tau_ablation"},
     "reports": {"logitnorm_paper"},
+    "trackers": {"tensorboard", "mlflow"},
 }
 
 

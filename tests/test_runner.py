@@ -130,14 +130,21 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
     class Stop(Exception):
         pass
 
-    def stop_after_two(msg):
-        if msg.startswith("epoch 3/"):
-            raise Stop
+    class StopAfterTwo:  # train()'s events: raise once epoch 3 ends, before its checkpoint is saved
+        def started(self, start_epoch, epochs):
+            pass
+
+        def batch(self, done, total):
+            pass
+
+        def epoch(self, entry, epochs):
+            if entry["epoch"] == 3:
+                raise Stop
 
     ckpt = tmp_path / "ckpt.pt"
     model2, loss2 = fresh()
     with pytest.raises(Stop):
-        train(model2, loss2, x, y, recipe, 3, torch.device("cpu"), checkpoint=ckpt, progress=stop_after_two)
+        train(model2, loss2, x, y, recipe, 3, torch.device("cpu"), checkpoint=ckpt, events=StopAfterTwo())
     assert torch.load(ckpt, weights_only=True)["epoch"] == 2
     model3, loss3 = fresh()
     torch.manual_seed(12345)  # the global RNG is restored from the checkpoint, whatever it was

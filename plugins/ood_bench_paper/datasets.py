@@ -80,6 +80,17 @@ def _rng_seed(*key: int) -> int:
     return int(np.random.SeedSequence([int(k) for k in key]).generate_state(1, dtype=np.uint64)[0])
 
 
+def _data_status(state: str, size: int | None, source: str, folder: Path | None = None, detail: str = ""):
+    """A :class:`~logitnorm_bench.components.DataStatus` (what ``ood-bench data`` shows)."""
+    from logitnorm_bench.components import DataStatus
+
+    return DataStatus(state, size, source, str(folder) if folder is not None else None, detail)
+
+
+def _bytes_under(folder: Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
 # --------------------------------------------------------------------------------------------
 # CIFAR and SVHN (torchvision)
 # --------------------------------------------------------------------------------------------
@@ -109,9 +120,30 @@ class _Cifar(DatasetSource):
                 f"{ctx.root}, giving {folder}/{{{','.join(f for f, _ in cls.train_list + cls.test_list)},"
                 f"{cls.meta['filename']}}}") from None
 
+    DOWNLOAD_BYTES: int | None = None
+
+    def status(self, splits, ctx: DataContext):
+        """Present, partial or checksum bad from torchvision's md5 of every file (``ood-bench data``)."""
+        from torchvision.datasets.utils import check_integrity
+
+        cls = self._tv_class()
+        folder = Path(ctx.root) / cls.base_folder
+        files = [*cls.train_list, *cls.test_list, (cls.meta["filename"], cls.meta["md5"])]
+        there = [(f, md5) for f, md5 in files if (folder / f).is_file()]
+        if not there:
+            return _data_status("missing", self.DOWNLOAD_BYTES, cls.url, folder, f"nothing under {folder}")
+        bad = [f for f, md5 in there if not check_integrity(str(folder / f), md5)]
+        if bad:
+            return _data_status("checksum bad", _bytes_under(folder), cls.url, folder, f"md5 mismatch: {', '.join(bad)}")
+        if len(there) < len(files):
+            return _data_status("partial", _bytes_under(folder), cls.url, folder,
+                                f"{len(files) - len(there)} of {len(files)} files missing under {folder}")
+        return _data_status("present", _bytes_under(folder), cls.url, folder)
+
 
 class Cifar10(_Cifar):
     name, num_classes = "cifar10", 10
+    DOWNLOAD_BYTES = 170_498_071  # cifar-10-python.tar.gz
 
     def _tv_class(self):
         from torchvision.datasets import CIFAR10
@@ -120,6 +152,7 @@ class Cifar10(_Cifar):
 
 class Cifar100(_Cifar):
     name, num_classes = "cifar100", 100
+    DOWNLOAD_BYTES = 169_001_437  # cifar-100-python.tar.gz
 
     def _tv_class(self):
         from torchvision.datasets import CIFAR100
@@ -143,6 +176,18 @@ class Svhn(DatasetSource):
             why = _one_line(exc) + ("" if ctx.download else "; downloading is off")
             raise DataMissingError(f"svhn: could not load {folder / 'test_32x32.mat'} ({why}); "
                                    f"download {SVHN_URL} into {folder}") from None
+
+    def status(self, splits, ctx: DataContext):
+        """``test_32x32.mat`` with torchvision's md5 (``ood-bench data``)."""
+        from torchvision.datasets import SVHN
+        from torchvision.datasets.utils import check_integrity
+
+        path = Path(ctx.root) / self.folder / "test_32x32.mat"
+        if not path.is_file():
+            return _data_status("missing", 64_275_384, SVHN_URL, path.parent, f"no {path}")
+        if not check_integrity(str(path), SVHN.split_list["test"][2]):
+            return _data_status("checksum bad", path.stat().st_size, SVHN_URL, path.parent, f"md5 mismatch: {path}")
+        return _data_status("present", path.stat().st_size, SVHN_URL, path.parent)
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,11 +250,25 @@ class _ImageFolderSource(DatasetSource):
                                    f"it there; expected layout {self.layout} (** = any depth; .jpg/.jpeg/.png)")
         return ImageFiles(files, self.transform())
 
+    expected_images: int | None = None  #: the archive's image count, when known: fewer is "partial"
+
+    def status(self, splits, ctx: DataContext):
+        """Present, partial (fewer images than the archive holds) or missing (``ood-bench data``)."""
+        folder = Path(ctx.root) / self.folder
+        n = len(image_files(folder))
+        if not n:
+            return _data_status("missing", None, self.url, folder, f"no images under {folder}")
+        if self.expected_images and n < self.expected_images:
+            return _data_status("partial", _bytes_under(folder), self.url, folder,
+                                f"{n} of {self.expected_images} images under {folder}")
+        return _data_status("present", _bytes_under(folder), self.url, folder)
+
 
 class Textures(_ImageFolderSource):
     """DTD, 5,640 texture images; pytorch-ood's downloader unpacks ``dtd/images/<category>/*.jpg``."""
 
     name, folder, url, resize = "textures", "dtd/images", TEXTURES_URL, True
+    expected_images = 5_640
     layout = "<root>/dtd/images/<category>/*.jpg"
 
     def _download(self, folder: Path, ctx: DataContext) -> None:
@@ -219,6 +278,7 @@ class Textures(_ImageFolderSource):
 
 class LsunCrop(_ImageFolderSource):
     name, folder, url = "lsun_c", "LSUN_C", LSUN_C_URL
+    expected_images = 10_000
     layout = "<root>/LSUN_C/**/*.jpg"
 
     def _download(self, folder: Path, ctx: DataContext) -> None:
@@ -228,6 +288,7 @@ class LsunCrop(_ImageFolderSource):
 
 class LsunResize(_ImageFolderSource):
     name, folder, url = "lsun_r", "LSUN_resize", LSUN_R_URL
+    expected_images = 10_000
     layout = "<root>/LSUN_resize/**/*.jpg"
 
     def _download(self, folder: Path, ctx: DataContext) -> None:
@@ -237,6 +298,7 @@ class LsunResize(_ImageFolderSource):
 
 class Isun(_ImageFolderSource):
     name, folder, url = "isun", "iSUN", ISUN_URL
+    expected_images = 8_925
     layout = "<root>/iSUN/**/*.jpeg"
 
     def _download(self, folder: Path, ctx: DataContext) -> None:
@@ -292,6 +354,9 @@ class _NoiseSource(DatasetSource):
 
     def draw(self, shape, g: torch.Generator) -> torch.Tensor:
         raise NotImplementedError
+
+    def status(self, splits, ctx: DataContext):
+        return _data_status("present", 0, "generated (no download)")
 
     def build(self, split: str, ctx: DataContext) -> Dataset:
         _check_split(self, self.name, split)
@@ -400,6 +465,9 @@ class Digits(DatasetSource):
         relabel[list(self.classes)] = torch.arange(len(self.classes))
         return Tensors(images, relabel[labels])
 
+    def status(self, splits, ctx: DataContext):
+        return _data_status("present", 0, "scikit-learn (bundled, no download)")
+
 
 class DigitsLow(Digits):
     """Digits 0-4 only (ID, 5 classes)."""
@@ -420,6 +488,9 @@ class DigitsHigh(DatasetSource):
         _check_split(self, "digits_5to9", split)
         images, labels = _digits_subset("test", (5, 6, 7, 8, 9))
         return Tensors(images, torch.full_like(labels, -1))
+
+    def status(self, splits, ctx: DataContext):
+        return _data_status("present", 0, "scikit-learn (bundled, no download)")
 
 
 @lru_cache(maxsize=1)
@@ -454,6 +525,9 @@ class PhotoPatches(DatasetSource):
         _check_split(self, "photo_patches", split)
         seed = ctx.seed if self.seed is None else self.seed
         return NoiseImages(self.n, self.input_shape, self._crop, int(seed), _STREAMS[split])
+
+    def status(self, splits, ctx: DataContext):
+        return _data_status("present", 0, "scikit-learn sample photos (bundled, no download)")
 
     @staticmethod
     def _crop(shape, g: torch.Generator) -> torch.Tensor:
