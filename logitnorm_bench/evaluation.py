@@ -107,7 +107,8 @@ class Evaluator:
         for key, det in detectors.items():
             try:
                 if det.needs_fit:
-                    fit_info[key] = det.fit(self._fit_data())
+                    fit_data, origin = self._fit_data()
+                    fit_info[key] = dict(det.fit(fit_data), id_val=origin)
                 id_scores[key] = score_set(det, model, id_x, id_out, bs, dev)
             except Exception as exc:  # one broken detector must not stop the others
                 errors[key] = f"{type(exc).__name__}: {exc}"
@@ -172,17 +173,22 @@ class Evaluator:
         x, _ = materialize(Subset(ds, idx.tolist()) if len(idx) < len(ds) else ds)
         return x
 
-    def _fit_data(self) -> FitData:
-        # ID validation data: the dataset's own val split when it has one, else a seeded sample of
-        # (un-augmented) training images; never test images and never OOD data.
+    def _fit_data(self) -> tuple[FitData, dict]:
+        """ID validation data for detectors that tune, and where it comes from (for the record).
+
+        The dataset's ``val`` split when it has one (its own, or the training images held out of
+        training by ``train.holdout``), else a seeded sample of (un-augmented) training images,
+        which the model was trained on; never test images and never OOD data.
+        """
         k = self.protocol["id_val_samples"]
         if "val" in self.id_source.splits:
-            ds = self.id_source.build("val", self.ctx)
+            ds, split = self.id_source.build("val", self.ctx), getattr(self.id_source, "val_origin", "val")
         else:
-            ds = self.id_source.build("train", self.ctx)
+            ds, split = self.id_source.build("train", self.ctx), "train"
         idx = sample_indices(len(ds), k, self.protocol["sample_seed"] + 1)
         x, y = materialize(Subset(ds, idx.tolist()))
-        return FitData(self.model, None, TensorDataset(x, y), self.device, self.protocol["batch_size"])
+        origin = {"split": split, "images": int(x.shape[0]), "seen_in_training": split == "train"}
+        return FitData(self.model, None, TensorDataset(x, y), self.device, self.protocol["batch_size"]), origin
 
 
 def _det_key(cell) -> str:

@@ -23,7 +23,8 @@ class SmokeSource(DatasetSource):
         self.num_classes = real.num_classes
         self.input_shape = tuple(real.input_shape)
         self.mean, self.std = real.mean, real.std
-        self.splits = ("train", "val", "test") if real.num_classes else ("test",)
+        # The real dataset's splits (CIFAR has no val split: train.holdout then carves one out)
+        self.splits = tuple(sp for sp in ("train", "val", "test") if sp in real.splits) if real.num_classes else ("test",)
 
     def build(self, split, ctx):
         # Seeded by the dataset's name and split only: the same stand-in for every run.
@@ -47,7 +48,7 @@ def smoke_suite(suite):
     for exp in suite.experiments:
         train = dataclasses.replace(exp.train, epochs=2, max_batches_per_epoch=2,
                                     batch_size=min(exp.train.batch_size, 16), milestones=[1],
-                                    monitor_samples=16)
+                                    monitor_samples=16, holdout=min(exp.train.holdout, SIZES["val"]))
         evaluation = dataclasses.replace(exp.evaluation, ood_samples=OOD_SIZE, id_val_samples=32,
                                          batch_size=min(exp.evaluation.batch_size, 128))
         exps.append(dataclasses.replace(exp, train=train, evaluation=evaluation))

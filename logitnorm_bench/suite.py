@@ -71,6 +71,9 @@ class TrainRecipe:
     hflip: bool = True
     drop_last: bool = True
     max_batches_per_epoch: int | None = None  #: cap (smoke mode); None = the whole epoch
+    #: ID training images kept out of training as ID validation data (for detectors that tune and for
+    #: selections) when the ID dataset has no val split: a fixed sample, the same for every seed; 0 = none
+    holdout: int = 0
     fast: FastPath = field(default_factory=FastPath)
     # Not part of the weights' identity:
     checkpoint_every: int = 1  #: epochs between resumable checkpoints
@@ -505,6 +508,8 @@ def check_train(t: TrainRecipe, fname: str, key: str) -> None:
         bad("max_batches_per_epoch", "a positive integer or null")
     if t.checkpoint_every <= 0:
         bad("checkpoint_every", "a positive integer")
+    if isinstance(t.holdout, bool) or not isinstance(t.holdout, int) or t.holdout < 0:
+        bad("holdout", "a non-negative integer (training images kept out of training)")
 
 
 def check_evaluation(e: EvalProtocol, fname: str, key: str) -> None:
