@@ -1,14 +1,17 @@
 """Views of the registered datasets that a run reads through.
 
 :class:`DataSources` builds each dataset once per run and, in smoke mode, swaps in synthetic
-stand-ins; :class:`ValidationSources` serves a selection's validation data under the name "test",
-so the evaluation engine scores validation cells with the same code as test cells.
+stand-ins; with ``train.holdout`` it keeps part of an ID dataset's training images out of training
+as a ``val`` split (:class:`HeldOut`); :class:`ValidationSources` serves a selection's validation
+data under the name "test", so the evaluation engine scores validation cells with the same code as
+test cells.
 """
 
 from __future__ import annotations
 
 import inspect
 
+import torch
 from torch.utils.data import Subset
 
 from logitnorm_bench.errors import ConfigError
@@ -22,8 +25,9 @@ class DataSources:
     are built with the ID images' shape.
     """
 
-    def __init__(self, plugins, smoke: bool):
+    def __init__(self, plugins, smoke: bool, holdout: int = 0):
         self.plugins, self.smoke, self.cache = plugins, smoke, {}
+        self.holdout = int(holdout or 0)  #: train.holdout: ID training images kept out of training
         self.id_shape = None
 
     def __call__(self, name: str):
@@ -37,16 +41,55 @@ class DataSources:
                 from logitnorm_bench.smoke import SmokeSource
 
                 source = SmokeSource(name, source)
+            if self.holdout and source.num_classes and "val" not in source.splits:
+                source = HeldOut(source, self.holdout)
             if self.id_shape is None:
                 self.id_shape = tuple(source.input_shape)
             self.cache[name] = source
         return self.cache[name]
 
 
+#: The held-out images are the same for every seed and run: a sample drawn with this seed.
+HOLDOUT_SEED = 0
+
+
+class HeldOut:
+    """An ID dataset without a ``val`` split, with ``k`` of its training images moved to one.
+
+    ``train`` is the training split less the held-out images, ``val`` the held-out images: a fixed
+    seeded sample (:data:`HOLDOUT_SEED`, the same for every run seed), so a run trained on ``train``
+    never sees them.  ``val_origin`` tells the evaluation where its ID validation images come from.
+    """
+
+    val_origin = "holdout"
+
+    def __init__(self, source, k: int):
+        self.source, self.k = source, int(k)
+        for attr in ("num_classes", "input_shape", "mean", "std"):
+            setattr(self, attr, getattr(source, attr))
+        self.splits = ("train", "val", *(s for s in source.splits if s not in ("train", "val")))
+        self._cache = None
+
+    def build(self, split: str, ctx):
+        if split not in ("train", "val"):
+            return self.source.build(split, ctx)
+        if self._cache is None:
+            train = self.source.build("train", ctx)
+            if self.k >= len(train):
+                raise ConfigError(f"train.holdout is {self.k}, but the training split has only {len(train)} images")
+            held = sample_indices(len(train), self.k, HOLDOUT_SEED)
+            keep = torch.ones(len(train), dtype=torch.bool)
+            keep[held] = False
+            self._cache = {"train": Subset(train, keep.nonzero().flatten().tolist()),
+                           "val": Subset(train, held.tolist())}
+        return self._cache[split]
+
+
 class ValidationSources:
     """Sources whose "test" split is their validation data (for a selection's validation cells).
 
-    ID: the dataset's ``val`` split, else a seeded sample of its training images (never test images);
+    ID: the dataset's ``val`` split (its own, or the held-out images of ``train.holdout``), else a
+    seeded sample of its training images (never test images);
     OOD: the set's ``val`` split (the noise sets draw other images there than in ``test``).
     """
 
@@ -65,6 +108,7 @@ class _ValidationView:
         for attr in ("num_classes", "input_shape", "mean", "std"):
             setattr(self, attr, getattr(source, attr))
         self.splits = tuple(source.splits)
+        self.val_origin = getattr(source, "val_origin", "val")
 
     def build(self, split: str, ctx):
         if split != "test":

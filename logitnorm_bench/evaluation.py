@@ -153,9 +153,10 @@ class Evaluator:
             try:
                 if det.needs_fit:
                     if fit_data is None:
-                        fit_data = self._fit_data(any(d.needs_features for d in detectors.values() if d.needs_fit))
+                        fit_data, origin = self._fit_data(
+                            any(d.needs_features for d in detectors.values() if d.needs_fit))
                     fit_info[key] = dict(det.fit(_for_detector(fit_data, det)) or {},
-                                         fit_data=_fit_data_facts(fit_data))
+                                         fit_data=_fit_data_facts(fit_data), id_val=origin)
                 id_scores[key] = score_set(det, model, id_x, id_out, bs, dev)
             except Exception as exc:  # one broken detector must not stop the others
                 errors[key] = self._describe(exc, "detectors", names[key])
@@ -237,19 +238,28 @@ class Evaluator:
         x, _ = materialize(Subset(ds, idx.tolist()) if len(idx) < len(ds) else ds)
         return x
 
-    def _fit_data(self, with_features: bool) -> FitData:
-        """The ID data every fitted detector of this model shares (see :class:`FitData`)."""
+    def _fit_data(self, with_features: bool) -> tuple[FitData, dict]:
+        """The ID data every fitted detector of this model shares (see :class:`FitData`), and where its
+        validation images come from (for the record).
+
+        ID validation data: the dataset's ``val`` split when it has one (its own, or the training images
+        held out of training by ``train.holdout``), else a seeded sample of (un-augmented) training
+        images, which the model was trained on; never test images and never OOD data.
+        """
         bs = self.protocol["batch_size"]
-        # ID validation data: the dataset's own val split when it has one, else a seeded sample of
-        # (un-augmented) training images; never test images and never OOD data.
         k = self.protocol["id_val_samples"]
-        ds = self.id_source.build("val" if "val" in self.id_source.splits else "train", self.ctx)
+        if "val" in self.id_source.splits:
+            ds, split = self.id_source.build("val", self.ctx), getattr(self.id_source, "val_origin", "val")
+        else:
+            ds, split = self.id_source.build("train", self.ctx), "train"
         idx = sample_indices(len(ds), k, self.protocol["sample_seed"] + 1)
         val_x, val_y = materialize(Subset(ds, idx.tolist()))
+        origin = {"split": split, "images": int(val_x.shape[0]), "seen_in_training": split == "train"}
         val_out = forward_pass(self.model, val_x, bs, self.device, with_features)
         return FitData(self.model, self.device, id_train=self._train_outputs(with_features),
                        id_val=TensorDataset(val_x, val_y),
-                       id_val_outputs=FitOutputs(val_out.logits, val_y, val_out.features, len(ds)), batch_size=bs)
+                       id_val_outputs=FitOutputs(val_out.logits, val_y, val_out.features, len(ds)),
+                       batch_size=bs), origin
 
     def _train_outputs(self, with_features: bool) -> FitOutputs:
         """Outputs on (a seeded subsample of) the ID training images, computed once per model: cached

@@ -128,9 +128,23 @@ class Plan:
         return out
 
 
+#: Recipe fields added after the first release, with their defaults: hashed only when set, so the
+#: runs (and selection groups) of recipes that leave them alone keep the ids they always had.
+LATER_FIELDS = {"holdout": 0}
+
+
+def stable_recipe(train: dict) -> dict:
+    return {k: v for k, v in train.items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+
+
+def hashed_recipe(train: dict) -> dict:
+    """The part of a recipe that shapes the weights."""
+    return {k: v for k, v in stable_recipe(train).items() if k not in TrainRecipe.NOT_HASHED}
+
+
 def run_identity(id_dataset, arch, arch_params, loss, loss_params, seed, train, weights, smoke,
                  providers: dict | None = None) -> dict:
-    hashed_train = {k: v for k, v in train.items() if k not in TrainRecipe.NOT_HASHED}
+    hashed_train = hashed_recipe(train)
     identity = {"id_dataset": id_dataset, "arch": arch, "arch_params": arch_params, "loss": loss,
                 "loss_params": loss_params, "seed": seed, "weights": weights, "smoke": smoke,
                 # Given weights are not trained: the recipe does not shape them.
@@ -138,7 +152,6 @@ def run_identity(id_dataset, arch, arch_params, loss, loss_params, seed, train, 
     if providers:
         identity["providers"] = providers
     return identity
-
 
 def component_identity(plugins, **components: tuple[str, str]) -> tuple[dict[str, str], dict[str, str]]:
     """What identifies the components ``key=(kind, name)`` in a hash: ``({key: bare name},
@@ -215,7 +228,7 @@ def make_plan(suite: Suite, plugins, smoke: bool = False) -> Plan:
             kind_key, _, pname = sel.param.partition(".")
             rest = {k: v for k, v in asdict(c).items() if k not in ("seed", "ood_dataset", "ood_group")}
             rest[kind_key] = {k: v for k, v in rest[kind_key].items() if k != pname}
-            gid = stable_hash({"group": rest, "select": asdict(sel), "train": train, "smoke": smoke,
+            gid = stable_hash({"group": rest, "select": asdict(sel), "train": stable_recipe(train), "smoke": smoke,
                                "evaluation": {k: evaluation[k] for k in EVAL_HASHED}})
             group = groups.get(gid)
             if group is None:

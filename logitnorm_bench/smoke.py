@@ -2,6 +2,14 @@
 
 The stand-ins are learnable (each class is a fixed random pattern plus noise) so the training
 and the detectors do real work on them, but the numbers mean nothing: records say ``smoke``.
+
+The recipe is cut to 4 SGD steps of at most 16 images at 1/100 of the recipe's learning rate.
+At the recipe's own rate, a logit-normalising loss's first step is tens of times larger than CE's (its gradient
+scales with ``1 / (tau * ||f||)`` and ``||f||`` is about 0.5-1.5 at initialisation): 4 such steps
+leave the raw logits of the paper's CIFAR networks at norms of 1e5-1e14 in eval mode
+(BatchNorm's running statistics lag far behind), every MSP score exactly 1 and every AUROC exactly
+50, so the smoke could not tell a broken detector from a working one (issue 12 item 22;
+benchmarks/logitnorm_early_steps.py and docs/reproducibility.md have the numbers).
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from logitnorm_bench.components import DatasetSource
 
 SIZES = {"train": 128, "val": 32, "test": 48}
 OOD_SIZE = 24
+LR_FACTOR = 0.01  #: smoke trains at this fraction of the recipe's learning rate (see above)
 
 
 class SmokeSource(DatasetSource):
@@ -23,7 +32,8 @@ class SmokeSource(DatasetSource):
         self.num_classes = real.num_classes
         self.input_shape = tuple(real.input_shape)
         self.mean, self.std = real.mean, real.std
-        self.splits = ("train", "val", "test") if real.num_classes else ("test",)
+        # The real dataset's splits (CIFAR has no val split: train.holdout then carves one out)
+        self.splits = tuple(sp for sp in ("train", "val", "test") if sp in real.splits) if real.num_classes else ("test",)
 
     def build(self, split, ctx):
         # Seeded by the dataset's name and split only: the same stand-in for every run.
@@ -40,14 +50,15 @@ class SmokeSource(DatasetSource):
 
 
 def smoke_suite(suite):
-    """The same grid with a smoke recipe: 2 epochs of 2 small batches, small evaluation samples."""
+    """The same grid with a smoke recipe: 2 epochs of 2 small batches at 1/100 of the learning rate,
+    small evaluation samples."""
     import dataclasses
 
     exps = []
     for exp in suite.experiments:
-        train = dataclasses.replace(exp.train, epochs=2, max_batches_per_epoch=2,
+        train = dataclasses.replace(exp.train, epochs=2, max_batches_per_epoch=2, lr=exp.train.lr * LR_FACTOR,
                                     batch_size=min(exp.train.batch_size, 16), milestones=[1],
-                                    monitor_samples=16)
+                                    monitor_samples=16, holdout=min(exp.train.holdout, SIZES["val"]))
         evaluation = dataclasses.replace(exp.evaluation, ood_samples=OOD_SIZE, id_val_samples=32,
                                          batch_size=min(exp.evaluation.batch_size, 128))
         exps.append(dataclasses.replace(exp, train=train, evaluation=evaluation))

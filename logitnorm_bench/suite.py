@@ -121,6 +121,9 @@ class TrainRecipe:
     hflip: bool = True
     drop_last: bool = True
     max_batches_per_epoch: int | None = None  #: cap (smoke mode); None = the whole epoch
+    #: ID training images kept out of training as ID validation data (for detectors that tune and for
+    #: selections) when the ID dataset has no val split: a fixed sample, the same for every seed; 0 = none
+    holdout: int = 0
     fast: FastPath = field(default_factory=FastPath)
     outliers: Outliers = field(default_factory=Outliers)  #: auxiliary training outliers (hashed when set)
     # Not part of the weights' identity:
@@ -790,6 +793,8 @@ def check_train(t: TrainRecipe, fname: str, key: str) -> None:
         if not (o.ratio > 0 and o.ratio * t.batch_size >= 1):
             raise ConfigError(f"got {o.ratio}; expected a ratio > 0 giving at least one outlier per batch",
                               file=fname, key=f"{key}.outliers.ratio")
+    if isinstance(t.holdout, bool) or not isinstance(t.holdout, int) or t.holdout < 0:
+        bad("holdout", "a non-negative integer (training images kept out of training)")
 
 
 def check_evaluation(e: EvalProtocol, fname: str, key: str) -> None:

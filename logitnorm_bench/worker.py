@@ -152,7 +152,7 @@ def _execute(item: WorkItem, reporter: progress.RunReporter) -> dict:
         base = {"run": asdict(run), "provenance": provenance(plugins, dev)}
         t_train, id_test = 0.0, None
         try:
-            sources = DataSources(plugins, run.smoke)
+            sources = DataSources(plugins, run.smoke, holdout=0 if run.weights else run.train.get("holdout", 0))
             id_source = sources(run.id_dataset)
             loss_fn = plugins.losses.build(run.loss, **run.loss_params)
             model = build_model(plugins, run.arch, run.arch_params, loss_fn, id_source, run.seed)

@@ -146,3 +146,45 @@ def test_thread_contention_tiny(capsys):
     check_common(out)
     assert set(targets(out)) == {"auto busy / auto idle", "auto idle / old default idle"}
     assert len(table_rows(out, "idle")) == 1 and len(table_rows(out, "1 busy")) == 1
+
+
+def test_thread_sensitivity_tiny(capsys):
+    code, out = run_tiny("thread_sensitivity", capsys)
+    assert code == 0
+    check_common(out)
+    assert re.search(r"^cpu model .+$", out, re.M)
+    for metric in ("fpr95", "auroc", "id_acc", "logit_norm_id"):
+        assert table_rows(out, metric), metric
+    rows = table_rows(out, "digits godin seed")  # GODIN's epsilon at 1 and at 2 threads
+    assert len(rows) == 2 and all(r[1] in ("0.0", "0", "0.0025", "0.005", "0.01", "0.02", "0.04", "0.08") for r in rows)
+
+
+def test_logitnorm_early_steps_tiny(capsys):
+    code, out = run_tiny("logitnorm_early_steps", capsys)
+    assert code == 0
+    check_common(out)
+    assert [r[1] for r in table_rows(out, "ce")] == ["1", "2", "3", "4"]
+    assert [r[1] for r in table_rows(out, "logitnorm")] == ["1", "2", "3", "4"]
+
+
+def test_readme_results_regenerates_the_section(tmp_path, capsys, tiny_suite):
+    """Every number of the README's generated section comes from the records; --write replaces only it."""
+    from logitnorm_bench.cli import main
+
+    suite = tiny_suite(tmp_path / "quick.yaml", name="quick", epochs=1, arch_params=[{"width": 16}],
+                       id_dataset=["digits", "digits_0to4"], loss=["ce", "logitnorm", "logitpenalty", "godin"],
+                       detector=["msp", "odin", "energy", "gradnorm"],
+                       ood_dataset=["photo_patches", "uniform_noise", "digits_5to9"], ood_samples=100)
+    results = tmp_path / "r"
+    assert main(["run", str(suite), "--results", str(results)]) == 0
+    readme = tmp_path / "README.md"
+    readme.write_text("# t\n\n## What the quick suite says\n\nold numbers\n\n## Metric conventions\n\nkept\n")
+    rr = _load("readme_results")
+    capsys.readouterr()
+    assert rr.main([str(results), "--write", str(readme)]) == 0
+    text = readme.read_text()
+    assert "old numbers" not in text and text.endswith("## Metric conventions\n\nkept\n")
+    assert re.search(r"made on \d{4}-\d{2}-\d{2} .* git commit `[0-9a-f]{12}`.* torch .* using \d+ torch thread\(s\), "
+                     r"on CPU .+ \(\d+ trainings", text.replace("\n", " "))
+    assert "| msp |" in text and "**Far OOD with MSP:**" in text and rr.END in text
+    assert rr.main([str(results), "--write", str(readme)]) == 0 and readme.read_text() == text  # idempotent

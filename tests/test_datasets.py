@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import pickle
+import sys
 import tarfile
 from pathlib import Path
 
@@ -62,7 +63,17 @@ def test_download_constants_match_pytorch_ood():
 
     assert D.TEXTURES_URL == pood.Textures.url
     assert D.LSUN_C_URL == pood.LSUNCrop.url and D.LSUN_R_URL == pood.LSUNResize.url
-    assert D.PLACES365_URL.endswith(pood.Places365.gdrive_id)
+
+
+def test_places365_source_is_torchvisions_with_its_md5():
+    """Issue 12 item 18: Places365 comes from MIT's server (no gdown), with torchvision's pinned md5."""
+    from urllib.parse import urljoin
+
+    from torchvision.datasets import Places365
+
+    archive, md5 = Places365._IMAGES_META[("val", True)]
+    assert D.PLACES365_URL == urljoin(Places365._BASE_URL, archive) and D.PLACES365_MD5 == md5
+    assert D.ISUN_MD5 == "be77b0f2c26fda898afac5f99645ee70"  # edadaltocg/detectors' pinned md5
 
 
 # --------------------------------------------------------------------------------------------
@@ -195,37 +206,51 @@ def test_textures_resize_and_center_crop(tmp_path):
 
 
 
-def _tar_gz(path: Path, src: Path, arcname: str) -> str:
-    with tarfile.open(path, "w:gz") as tf:
+def _tar_gz(path: Path, src: Path, arcname: str, mode: str = "w:gz") -> str:
+    with tarfile.open(path, mode) as tf:
         tf.add(src, arcname=arcname)
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-def test_isun_download_end_to_end(tmp_path, serve, monkeypatch):
+# name -> (module constant prefix, archive, tar mode, image pattern, the archive's top folder, image
+# size, where the images land); the layouts of ODIN's iSUN.tar.gz and MIT's Places365 val_256.tar
+DOWNLOADS = {
+    "isun": ("ISUN", "iSUN.tar.gz", "w:gz", "iSUN_patches/{i}.jpeg", "iSUN", (32, 32), "iSUN/iSUN/iSUN_patches"),
+    "places365": ("PLACES365", "val_256.tar", "w", "Places365_val_{i:08d}.jpg", "val_256", (64, 48),
+                  "places365/test_subset/val_256"),
+}
+
+
+def _serve_archive(name, tmp_path, serve, monkeypatch, n, md5=None):
+    prefix, archive, mode, pattern, top, size, _ = DOWNLOADS[name]
     served, url = serve
-    _write_images(tmp_path / "src", "iSUN_patches/{i}.jpeg", (32, 32), n=5)
-    md5 = _tar_gz(served / "iSUN.tar.gz", tmp_path / "src", "iSUN")
-    monkeypatch.setattr(D, "ISUN_URL", f"{url}/iSUN.tar.gz")
-    monkeypatch.setattr(D, "ISUN_MD5", md5)
-    root = tmp_path / "data"
-    _, ds = build("isun", root, download=True)
-    assert len(ds) == 5
+    _write_images(tmp_path / "src", pattern, size, n=n)
+    real_md5 = _tar_gz(served / archive, tmp_path / "src", top, mode)
+    monkeypatch.setattr(D, f"{prefix}_URL", f"{url}/{archive}")
+    monkeypatch.setattr(D, f"{prefix}_MD5", md5 or real_md5)
+    monkeypatch.setitem(sys.modules, "gdown", None)  # importing gdown fails: only declared dependencies
+    return tmp_path / "data", archive
+
+
+@pytest.mark.parametrize("name", sorted(DOWNLOADS))
+def test_download_end_to_end(tmp_path, serve, monkeypatch, name):
+    """iSUN and Places365 download, md5-verified, with the declared dependencies (Places365 needed
+    gdown before issue 12 item 18)."""
+    root, archive = _serve_archive(name, tmp_path, serve, monkeypatch, n=5)
+    _, ds = build(name, root, download=True)
+    assert len(ds) == 5 and all(f.parent == root / DOWNLOADS[name][6] for f in ds.files)
     _check_images(ds, (3, 32, 32), label=-1)
-    assert not (root / "iSUN" / "iSUN.tar.gz").exists()  # archive removed after extraction
-    assert len(build("isun", root, download=False)[1]) == 5  # and found again without downloading
+    assert not list(root.rglob(archive))  # archive removed after extraction
+    assert len(build(name, root, download=False)[1]) == 5  # and found again without downloading
 
 
-def test_isun_bad_checksum(tmp_path, serve, monkeypatch):
-    served, url = serve
-    _write_images(tmp_path / "src", "iSUN_patches/{i}.jpeg", (32, 32), n=2)
-    _tar_gz(served / "iSUN.tar.gz", tmp_path / "src", "iSUN")
-    monkeypatch.setattr(D, "ISUN_URL", f"{url}/iSUN.tar.gz")
-    monkeypatch.setattr(D, "ISUN_MD5", "0" * 32)
-    root = tmp_path / "data"
-    with pytest.raises(DataMissingError, match="isun: .*download failed: ChecksumError: .*md5 mismatch") as err:
-        build("isun", root, download=True)
+@pytest.mark.parametrize("name", sorted(DOWNLOADS))
+def test_download_bad_checksum(tmp_path, serve, monkeypatch, name):
+    root, _ = _serve_archive(name, tmp_path, serve, monkeypatch, n=2, md5="0" * 32)
+    with pytest.raises(DataMissingError, match=f"{name}: .*download failed: ChecksumError: .*md5 mismatch") as err:
+        build(name, root, download=True)
     assert "\n" not in str(err.value)
-    assert not list((root / "iSUN").rglob("*.*"))  # neither archive nor images left behind
+    assert not list(root.rglob("*.*"))  # neither archive nor images left behind
 
 
 def test_download_failure_names_the_cause(tmp_path, monkeypatch):

@@ -128,6 +128,21 @@ def test_recipe_changes_the_run_but_bookkeeping_does_not(plugins):
     assert one_run_id(plugins, train={"epochs": 3, "monitor_ood": "uniform_noise"}) == base
 
 
+def test_holdout_changes_the_run_and_unset_keeps_old_ids(plugins):
+    """Issue 12 item 14: held-out images change what a run trains on, so they are in its identity;
+    a recipe without one keeps the run id it had before the field existed (a pinned hash)."""
+    base = one_run_id(plugins, train={"epochs": 3})
+    assert one_run_id(plugins, train={"epochs": 3, "holdout": 0}) == base
+    assert one_run_id(plugins, train={"epochs": 3, "holdout": 100}) != base
+    assert base == "4c7be603394eb56d"  # the id before the field existed
+
+
+def test_paper_suite_holds_out_only_for_godin(plugins):
+    plan = make_plan(load_suite(REPO / "suites" / "paper.yaml", plugins=plugins), plugins)
+    held = {(r.loss, r.train["holdout"]) for r in plan.runs}
+    assert held == {("ce", 0), ("logitnorm", 0), ("logitpenalty", 0), ("godin", 1000)}
+
+
 def test_other_identity_fields(plugins):
     base = one_run_id(plugins)
     assert one_run_id(plugins, seed=[1]) != base

@@ -252,3 +252,49 @@ def test_given_weights_are_scored_without_training(write_suite, tmp_path, capsys
     assert set(got) == set(ref)
     for k in ref:
         assert got[k] == pytest.approx(ref[k], rel=1e-6), k
+
+
+def test_godin_chooses_epsilon_on_held_out_images_and_records_where_they_came_from(tmp_path, tiny_suite,
+                                                                                    monkeypatch):
+    """Issue 12 item 14: CIFAR has no val split.  With ``train.holdout`` the training never sees the
+    held-out images and GODIN's epsilon is chosen on them; without, on training images; either
+    way the record's ``detector_fit.id_val`` says which."""
+    import logitnorm_bench.worker as worker
+    from logitnorm_bench.data_views import HOLDOUT_SEED
+    from logitnorm_bench.evaluation import sample_indices
+    from logitnorm_bench.smoke import SIZES
+
+    trained_on = []
+    real_train = worker.train
+
+    def spy(model, loss_fn, train_x, *args, **kwargs):
+        trained_on.append(train_x.clone())
+        return real_train(model, loss_fn, train_x, *args, **kwargs)
+
+    monkeypatch.setattr(worker, "train", spy)
+    fits = {}
+    for holdout in (0, 20):
+        suite = tiny_suite(tmp_path / f"h{holdout}.yaml", name="h", epochs=1, id_dataset=["cifar10"],
+                           arch_params=[{"width": 16}], loss=["godin"], detector=["godin"])
+        results = tmp_path / f"r{holdout}"
+        assert run_cli("run", str(suite), "--smoke", "--results", str(results),
+                       "--set", f"train.holdout={holdout}") == 0
+        (rec,) = ResultsDir(results).records()
+        assert rec["train"]["holdout"] == holdout
+        fits[holdout] = rec["detector_fit"]
+    # smoke mode samples 32 ID validation images: 32 of the training images, or all 20 held out
+    assert fits[0]["id_val"] == {"split": "train", "images": 32, "seen_in_training": True}
+    assert fits[20]["id_val"] == {"split": "holdout", "images": 20, "seen_in_training": False}
+    # the held-out images (a fixed sample of the smoke stand-in's training split) were never trained on
+    everything, held_in = trained_on
+    held = sample_indices(SIZES["train"], 20, HOLDOUT_SEED)
+    assert held_in.shape[0] == SIZES["train"] - 20
+    assert not (held_in[:, None] == everything[held][None]).flatten(2).all(2).any()
+
+
+def test_digits_keep_their_own_val_split(tmp_path, tiny_suite):
+    suite = tiny_suite(tmp_path / "d.yaml", name="d", epochs=1, arch_params=[{"width": 16}], loss=["godin"],
+                       detector=["godin"], id_val_samples=16)
+    assert run_cli("run", str(suite), "--results", str(tmp_path / "r")) == 0
+    (rec,) = ResultsDir(tmp_path / "r").records()
+    assert rec["detector_fit"]["id_val"] == {"split": "val", "images": 16, "seen_in_training": False}

@@ -39,18 +39,27 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
 # iSUN is not in pytorch-ood; this is ODIN's archive (the link the energy/LogitNorm READMEs give).
 ISUN_URL = "https://www.dropbox.com/s/ssz7qxfqae0cca5/iSUN.tar.gz?dl=1"
-# md5 as published in the third-party `detectors` package (edadaltocg/detectors, data/isun.py); NOT
-# verified here (no network).  Verification is enforced whenever this is set; if the archive ever
-# changes, the ChecksumError names the actual digest.  Set to None to skip verification.
+# md5 of iSUN.tar.gz as pinned by the third-party `detectors` package: edadaltocg/detectors,
+# src/detectors/data/isun.py (`file_md5`, commit 07cf1acc), the only public checksum of this archive
+# we found (pytorch-ood and OpenOOD have none).  Not verified against a download from here (no
+# network).  Verification is enforced whenever it is set: if the archive ever changes, the
+# ChecksumError names the actual digest.  Set to None to skip verification.
 ISUN_MD5: str | None = "be77b0f2c26fda898afac5f99645ee70"
 ISUN_SHA256: str | None = None
+# Places365: the official validation images at 256x256 (36,500 images, ~501 MB), a plain HTTP
+# download from MIT CSAIL, so no gdown.  URL and md5 are torchvision's own
+# (torchvision.datasets.Places365: _BASE_URL + _IMAGES_META[("val", True)]; torchvision is a
+# dependency, and tests/test_datasets.py checks that they still agree); edadaltocg/detectors,
+# src/detectors/data/places365.py pins the same URL and md5.
+PLACES365_URL = "http://data.csail.mit.edu/places/places365/val_256.tar"
+PLACES365_MD5: str | None = "e27b17d8d44f4af9a78502beb927f808"
+PLACES365_SHA256: str | None = None
 
 # Download sources of pytorch-ood 0.4.0's classes (copied so that error messages need no import of
 # pytorch-ood, which takes seconds; a test checks that they still agree).
 TEXTURES_URL = "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz"
 LSUN_C_URL = "https://www.dropbox.com/s/raw/fhtsw1m3qxlwj6h/LSUN.tar.gz"
 LSUN_R_URL = "https://www.dropbox.com/s/raw/moqh2wh8696c3yl/LSUN_resize.tar.gz"
-PLACES365_URL = "https://drive.google.com/uc?id=1Ec-LRSTf6u5vEctKX9vRp9OA6tqnJ0Ay"  # via gdown
 SVHN_URL = "http://ufldl.stanford.edu/housenumbers/test_32x32.mat"
 
 
@@ -242,7 +251,7 @@ class _ImageFolderSource(DatasetSource):
             try:
                 self._download(folder, ctx)
                 why = "the download held no images"
-            except Exception as exc:  # no network, bad checksum, missing gdown, ...
+            except Exception as exc:  # no network, bad checksum, ...
                 why = f"download failed: {_one_line(exc)}"
             files = image_files(folder)
         if not files:
@@ -303,20 +312,27 @@ class Isun(_ImageFolderSource):
 
     def _download(self, folder: Path, ctx: DataContext) -> None:
         # Module globals read at call time, so a test can point them at a local server.
-        archive = download_url(ISUN_URL, folder / "iSUN.tar.gz", md5=ISUN_MD5, sha256=ISUN_SHA256)
-        try:
-            extract_archive(archive, folder)
-        finally:
-            archive.unlink()
+        _fetch_and_unpack(ISUN_URL, folder / "iSUN.tar.gz", md5=ISUN_MD5, sha256=ISUN_SHA256)
 
 
 class Places365(_ImageFolderSource):
+    """The official code reads ``places365/test_subset``; the download puts the official validation
+    images there (``val_256/*.jpg``).  Any Places365 images under that folder are used as they are."""
+
     name, folder, url, resize = "places365", "places365/test_subset", PLACES365_URL, True
     layout = "<root>/places365/test_subset/**/*.jpg"
 
     def _download(self, folder: Path, ctx: DataContext) -> None:
-        from pytorch_ood.dataset.img import Places365 as PoodPlaces365
-        PoodPlaces365(root=str(folder), download=True)  # needs the gdown package
+        _fetch_and_unpack(PLACES365_URL, folder / "val_256.tar", md5=PLACES365_MD5, sha256=PLACES365_SHA256)
+
+
+def _fetch_and_unpack(url: str, archive: Path, md5: str | None, sha256: str | None) -> None:
+    """Download ``url`` to ``archive`` (checksums verified), unpack it beside itself, delete it."""
+    download_url(url, archive, md5=md5, sha256=sha256)
+    try:
+        extract_archive(archive, archive.parent)
+    finally:
+        archive.unlink()
 
 
 # --------------------------------------------------------------------------------------------
