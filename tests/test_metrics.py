@@ -133,6 +133,15 @@ def test_ood_metrics_perfectly_separated():
     assert got["aupr_out"] == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("n_id", [20, 21, 47])
+def test_aupr_of_a_perfect_separation_is_at_most_one(n_id):
+    """sklearn's average precision gives 1.0000000000000002 for 20, 21 or 47 ID scores above 24 OOD
+    ones; a record holding that is refused as invalid (it happened in the paper smoke), so it is clipped."""
+    got = ood_metrics(np.linspace(1, 2, n_id), np.linspace(-1, 0, 24))
+    assert got["aupr_in"] == 1.0
+    assert got["aupr_out"] == pytest.approx(1.0, abs=1e-12) and got["aupr_out"] <= 1.0
+
+
 def test_ood_metrics_reversed():
     got = check_against_references(np.linspace(-2, 0.5, 50), np.linspace(1, 2, 80))
     assert got["auroc"] == 0.0
