@@ -343,3 +343,30 @@ def test_detector_factories_take_only_suite_parameters():
                    for p in inspect.signature(DETECTORS[name][0]).parameters.values()), name
 
 
+
+
+@pytest.mark.slow
+def test_benchmark_tiny_mode_runs_and_the_two_sides_agree(capsys):
+    """benchmarks/pytorch_ood_detectors.py: its tiny mode prints the table, the ratio, and equal scores."""
+    import importlib.util
+    import re
+    import sys
+    from pathlib import Path
+
+    bench_dir = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench_dir))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_pytorch_ood", bench_dir / "pytorch_ood_detectors.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        threads = torch.get_num_threads()
+        assert module.main(["--tiny", "--threads", "1"]) == 0
+        torch.set_num_threads(threads)
+    finally:
+        sys.path.remove(str(bench_dir))
+    out = capsys.readouterr().out
+    assert re.search(r"\| harness: Evaluator.evaluate, all detectors +\| [\d.]+ +\|", out)
+    assert sum(line.startswith("| pytorch-ood ") for line in out.splitlines()) == len(DETECTORS) + 1
+    assert re.search(r"ratio pytorch-ood one by one / harness: [\d.]+x", out)
+    worst = float(re.search(r"relative to the largest score: (\S+)", out).group(1))
+    assert worst < 1e-4
