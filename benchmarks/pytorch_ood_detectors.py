@@ -101,8 +101,8 @@ def nearest_mean_head(model, x: torch.Tensor, y: torch.Tensor, k: int) -> None:
 
 def main(argv=None) -> int:
     p = C.parser(__doc__.splitlines()[0])
-    p.add_argument("--n-train", type=int, default=512, help="training images the fitted detectors use (default 512)")
-    p.add_argument("--n", type=int, default=256, help="ID test images, and as many per OOD set (default 256)")
+    p.add_argument("--n-train", type=int, default=256, help="training images the fitted detectors use (default 256)")
+    p.add_argument("--n", type=int, default=128, help="ID test images, and as many per OOD set (default 128)")
     p.add_argument("--ood-sets", type=int, default=2, help="OOD sets (default 2)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--mcd-samples", type=int, default=4, help="MC dropout's forward passes, both sides (default 4)")
