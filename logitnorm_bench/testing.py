@@ -242,11 +242,6 @@ def check_detector(factory: Callable[..., Detector], /, *, model: nn.Module | No
     contract), e.g. one your detector's method needs; default :func:`kit_model`.  Pass ``direction=False``
     (and say why in your test) for a method that legitimately cannot separate the kit's OOD inputs.
     """
-    from logitnorm_bench.evaluation import Evaluator, forward_pass
-    from logitnorm_bench.plan import EvaluationCell
-    from logitnorm_bench.plugins import Plugins
-    from logitnorm_bench.suite import EvalProtocol
-
     det = factory(**params)
     name = _label(factory, params)
     for flag in ("needs_features", "needs_input_grad", "needs_fit"):
@@ -264,6 +259,21 @@ def check_detector(factory: Callable[..., Detector], /, *, model: nn.Module | No
     model = kit_model() if model is None else model.eval()
     seen: dict[str, list] = {"fit": [], "features": []}
     _record(det, seen, name)
+    try:
+        return _run_detector_checks(det, name, model, seen, direction, min_auroc)
+    finally:
+        for method_name in ("fit", "score_outputs", "score_inputs"):  # the instance as it was built
+            det.__dict__.pop(method_name, None)
+
+
+def _run_detector_checks(det: Detector, name: str, model: nn.Module, seen: dict, direction: bool,
+                         min_auroc: float) -> DetectorReport:
+    from logitnorm_bench.evaluation import Evaluator, forward_pass
+    from logitnorm_bench.plan import EvaluationCell
+    from logitnorm_bench.plugins import Plugins
+    from logitnorm_bench.suite import EvalProtocol
+
+    method = "score_inputs" if det.needs_input_grad else "score_outputs"
     plugins = Plugins(load_entry_points=False)
     plugins.add(_KitDetectors(det), name="conformance-kit")
     protocol = dataclasses.asdict(EvalProtocol(ood_samples=None, batch_size=KIT.batch_size, id_val_samples=KIT.sizes["val"]))

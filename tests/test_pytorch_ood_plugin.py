@@ -163,6 +163,28 @@ def test_fitted_detectors_fit_on_the_shared_outputs_only(bench):
             assert fit == {}, name
 
 
+def test_one_pass_per_set_for_every_detector_of_the_grid(bench, tmp_path):
+    """All detectors that score from the shared pass: the model sees each image once (training, validation,
+    ID test and OOD images), however many detectors are fitted and scored."""
+    model, loaders, id_x, ood_x, _ = bench
+    reg = plugins()
+    source = reg.datasets.build("digits")
+    ood_source = reg.datasets.build("photo_patches", n=200, shape=(1, 8, 8))
+    protocol = dataclasses.asdict(EvalProtocol(ood_samples=None, batch_size=BATCH))
+    seen = []
+    hook = model.net.body.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[0]))
+    try:
+        evaluator = Evaluator(model, source, DataContext(root=tmp_path, download=False), reg, torch.device("cpu"),
+                              protocol, source_for=lambda name: ood_source)
+        shared = [n for n, (cls, _) in DETECTORS.items() if not cls.needs_input_grad]
+        cells = [EvaluationCell(n, "run", n, {}, "photo_patches", protocol) for n in shared]
+        assert all("error" not in r for _, r in evaluator.evaluate(cells))
+    finally:
+        hook.remove()
+    n_train, n_val = (len(loader.dataset) for loader in loaders.values())
+    assert sum(seen) == n_train + n_val + len(id_x) + len(ood_x)
+
+
 def test_klmatching_and_temperature_fit_on_held_out_data_the_rest_on_training_data():
     on_val = {name for name, (cls, _) in DETECTORS.items() if cls.needs_fit and cls.fit_on == "id_val_outputs"}
     assert on_val == {"klmatching", "temperature"}
@@ -344,3 +366,30 @@ def test_detector_factories_take_only_suite_parameters():
                    for p in inspect.signature(DETECTORS[name][0]).parameters.values()), name
 
 
+
+
+@pytest.mark.slow
+def test_benchmark_tiny_mode_runs_and_the_two_sides_agree(capsys):
+    """benchmarks/pytorch_ood_detectors.py: its tiny mode prints the table, the ratio, and equal scores."""
+    import importlib.util
+    import re
+    import sys
+    from pathlib import Path
+
+    bench_dir = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench_dir))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_pytorch_ood", bench_dir / "pytorch_ood_detectors.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        threads = torch.get_num_threads()
+        assert module.main(["--tiny", "--threads", "1"]) == 0
+        torch.set_num_threads(threads)
+    finally:
+        sys.path.remove(str(bench_dir))
+    out = capsys.readouterr().out
+    assert re.search(r"\| harness: Evaluator.evaluate, all detectors +\| [\d.]+ +\|", out)
+    assert sum(line.startswith("| pytorch-ood ") for line in out.splitlines()) == len(DETECTORS) + 1
+    assert re.search(r"ratio pytorch-ood one by one / harness: [\d.]+x", out)
+    worst = float(re.search(r"relative to the largest score: (\S+)", out).group(1))
+    assert worst < 1e-4

@@ -339,7 +339,7 @@ class GMM(_Features):
 
 class ViM(_Features):
     """ViM (Wang et al., 2022): energy minus the scaled norm of the features outside the principal
-    subspace of dimension ``d`` (halved by pytorch-ood when the features have fewer dimensions)."""
+    subspace of dimension ``d`` (half the feature dimension when the features have fewer than ``d``)."""
 
     pood_class = pd.ViM
     needs_fit = True
