@@ -6,7 +6,9 @@ batch 128, drop_last), CE loss, CPU.  An "epoch" here is ``--n`` images (a CPU c
 WRN-40-2 images in a benchmark); both loops run the same number of steps on the same images.
 
 * harness: ``logitnorm_bench.train.train`` (no checkpoint, no monitor: what is compared is the loop;
-  ``--checkpoint`` adds a third variant that saves the resumable checkpoint every epoch, as the runner does);
+  ``--checkpoint`` adds a variant that saves the resumable checkpoint every epoch, as the runner does);
+* harness + progress: the same with the worker's progress reporting attached (its per-step call and
+  per-epoch events feeding the suite's monitor), as ``ood-bench run`` trains;
 * bare: the loop anyone would write -- randperm, pad + per-image crop slices + flip, forward,
   ``F.cross_entropy``, ``zero_grad``/``backward``/``step``, ``MultiStepLR``.  No loss check, no accuracy.
 
@@ -61,6 +63,22 @@ def bare_loop(model, x, y, recipe: dict, seed: int, device) -> torch.nn.Module:
     return model
 
 
+def progress_events(recipe: dict):
+    """What the worker hands ``train(events=...)`` in ``ood-bench run``: the reporter feeding the suite's
+    monitor (periodic lines, as in a pipe) and an (empty) tracker set."""
+    from pathlib import Path
+
+    from logitnorm_bench.plugins import get_plugins
+    from logitnorm_bench.progress import Monitor, RunReporter
+    from logitnorm_bench.trackers import TrackedRun, Trackers
+    from logitnorm_bench.worker import _RunEvents
+
+    monitor = Monitor([("bench", "1/1 bench", recipe["epochs"], 0, "k")], mode="lines")
+    tracked = TrackedRun("bench", "bench", "bench", {"train": recipe}, Path("."), "train")
+    return _RunEvents(RunReporter("1/1 bench", "bench", monitor.handle), Trackers([], get_plugins(), tracked),
+                      tracked, 0, "k")
+
+
 def main(argv=None) -> int:
     p = C.parser(__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=1024, help="images per epoch (default 1024 = 8 steps of 128)")
@@ -91,13 +109,15 @@ def main(argv=None) -> int:
         torch.manual_seed(0)  # dropout draws
         return bare_loop(copy.deepcopy(model0), x, y, recipe, 0, dev)
 
-    def run_harness(checkpoint=None):
+    def run_harness(checkpoint=None, events=None):
         torch.manual_seed(0)
         if checkpoint is not None:
             checkpoint.unlink(missing_ok=True)
-        return train(copy.deepcopy(model0), loss_fn, x, y, recipe, 0, dev, checkpoint=checkpoint).model
+        return train(copy.deepcopy(model0), loss_fn, x, y, recipe, 0, dev, checkpoint=checkpoint,
+                     events=events).model
 
-    variants = {"bare loop": run_bare, "harness train()": run_harness}
+    variants = {"bare loop": run_bare, "harness train()": run_harness,
+                "harness train() + progress": lambda: run_harness(events=progress_events(recipe))}
     if args.checkpoint:
         variants["harness train() + checkpoint every epoch"] = lambda: run_harness(tmp / "ckpt.pt")
     C.timed(lambda: bare_loop(copy.deepcopy(model0), x[:args.batch_size], y[:args.batch_size],
@@ -127,6 +147,8 @@ def main(argv=None) -> int:
     print(f"\nmax |weight difference| harness vs bare after the same steps: {diff:.3g}")
     med = statistics.median(t / b for t, b in zip(times["harness train()"], bare))
     C.target("harness / bare per epoch (median of rounds)", med, "<=", 1.05, "x")
+    med = statistics.median(t / b for t, b in zip(times["harness train() + progress"], bare))
+    C.target("harness + progress / bare per epoch (median of rounds)", med, "<=", 1.05, "x")
     C.finish()
     return 0
 

@@ -6,6 +6,9 @@ start-up) stays free of torch.
 """
 
 from logitnorm_bench.hookspecs import hookimpl
+from logitnorm_bench.logs import install_fallback
+
+install_fallback()  # the harness's warnings reach stderr even where nothing configures logging
 
 __version__ = "0.1.0"
 __all__ = ["hookimpl", "__version__", "run", "evaluate", "load_results"]

@@ -43,7 +43,7 @@ FILE_FORMAT = "%(asctime)s.%(msecs)03dZ %(levelname)-7s %(process)d %(name)s [%(
 
 _run = contextvars.ContextVar("ood_bench_run", default="")
 _lock = threading.RLock()
-_state: dict[str, Any] = {"pid": None, "console": None, "files": [], "levels": {}, "bars": None}
+_state: dict[str, Any] = {"pid": None, "console": None, "files": [], "levels": {}, "bars": None, "routed": 0}
 
 
 # ------------------------------------------------------------------------------------------
@@ -121,6 +121,36 @@ class ConsoleHandler(logging.Handler):
             raise
         except Exception:  # noqa: BLE001 - logging must never take the run down
             self.handleError(record)
+
+
+class _Fallback(ConsoleHandler):
+    """The harness's warnings and errors on stderr when nothing else in this process shows them.
+
+    That is: no console set up by :func:`configure` (the Python API, a test), no worker routing
+    (:func:`worker_logging`), and no handler of the root logger writing to stderr or stdout (a user's
+    ``logging.basicConfig``).  The standard library's last resort does this only when there is no
+    handler at all, and a test runner's capture handler counts as one.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _state["routed"] or (_state["console"] is not None and _state["pid"] == os.getpid()):
+            return False
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler) \
+                    and getattr(handler, "stream", None) in (sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__):
+                return False
+        return super().filter(record)
+
+
+def install_fallback() -> None:
+    """Put :class:`_Fallback` on the harness's loggers (once; ``import logitnorm_bench`` does it)."""
+    for name in HARNESS_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, _Fallback) for h in logger.handlers):
+            handler = _Fallback(logging.WARNING)
+            handler.setFormatter(ConsoleFormatter())
+            handler.addFilter(_RunTag())
+            logger.addHandler(handler)
 
 
 class _UTCFormatter(logging.Formatter):
@@ -390,9 +420,11 @@ def worker_logging(observe: dict | None) -> Iterator[Callable[[dict], None] | No
         logging.getLogger(name).setLevel(logging.DEBUG)
     for h in handlers:
         root.addHandler(h)
+    _state["routed"] += 1
     try:
         yield (lambda event: client.send({"event": event})) if client is not None else None
     finally:
+        _state["routed"] -= 1
         for h in handlers:
             root.removeHandler(h)
             h.close()

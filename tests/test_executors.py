@@ -9,6 +9,7 @@ thread, so the leaderboards can be compared as text.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -276,6 +277,10 @@ def test_ray_gives_the_same_leaderboard_and_leaves_its_caller_s_ray_running(
     assert f"trained {N_RUNS} run(s); {N_CELLS} record(s) ok, 0 failed" in capsys.readouterr().out
     assert (results / "leaderboard.csv").read_text() == reference
     assert ray_session.is_initialized()  # it did not start this Ray, so it did not stop it
+    # The Ray tasks log through the suite's own path: their epoch lines, tagged, in the run's log file.
+    log = next((results / "logs").glob("*.log")).read_text()
+    pids = {int(p) for p in re.findall(r"DEBUG\s+(\d+) logitnorm_bench\.progress \[\d/\d [^]]+\] epoch", log)}
+    assert pids and os.getpid() not in pids
 
 
 @pytest.mark.slow
