@@ -166,7 +166,7 @@ def readings(rows: list[dict], far: dict, near: dict, records: list[dict]) -> li
     out.append(f"- **Figure 4:** the mean MSP on ID / far-OOD test images is {mean_score(msp['logitnorm'], 'id'):.2f} / "
                f"{mean_score(msp['logitnorm'], 'ood'):.2f} with LogitNorm and {mean_score(msp['ce'], 'id'):.2f} / "
                f"{mean_score(msp['ce'], 'ood'):.2f} with CE (from the records' score histograms).")
-    out.append("- These numbers depend on the torch thread count: [docs/reproducibility.md](docs/reproducibility.md) "
+    out.append("- These numbers depend on the torch thread count: `python benchmarks/thread_sensitivity.py` "
                "measures how far each one moves between 1 and 2 threads, against its seed std.")
     return out
 

@@ -9,7 +9,7 @@ scales with ``1 / (tau * ||f||)`` and ``||f||`` is about 0.5-1.5 at initialisati
 leave the raw logits of the paper's CIFAR networks at norms of 1e5-1e14 in eval mode
 (BatchNorm's running statistics lag far behind), every MSP score exactly 1 and every AUROC exactly
 50, so the smoke could not tell a broken detector from a working one (issue 12 item 22;
-benchmarks/logitnorm_early_steps.py and docs/reproducibility.md have the numbers).
+benchmarks/logitnorm_early_steps.py measures them).
 """
 
 from __future__ import annotations
