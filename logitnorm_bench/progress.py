@@ -379,6 +379,15 @@ class _Bars:
         self.free: list[int] = []
         self._last = 0.0
         self.refresh_suite(monitor)
+        # The elapsed time and the ETA move on between events too (workers starting, a long epoch).
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, args=(monitor,), name="ood-bench-bars", daemon=True)
+        self._ticker.start()
+
+    def _tick(self, monitor: Monitor) -> None:
+        while not self._stop.wait(1.0):
+            with monitor.lock:
+                self.refresh_suite(monitor)
 
     def write(self, text: str) -> None:
         self.tqdm.write(text, file=self.stream)
@@ -438,6 +447,8 @@ class _Bars:
             self.refresh_suite(monitor)
 
     def close(self) -> None:
+        self._stop.set()
+        self._ticker.join(timeout=2)
         for b in reversed(self.slots):
             b.close()
         self.suite.close()
