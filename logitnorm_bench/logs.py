@@ -219,8 +219,15 @@ def active_here() -> bool:
 
 
 def new_log_path(results: Path) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return Path(results) / "logs" / f"{stamp}-{os.getpid()}.log"
+    # Microseconds, because two invocations in one process (the API, the tests) can start within a second,
+    # and each must get its own file; the name still sorts by time.
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    path = Path(results) / "logs" / f"{stamp}-{os.getpid()}.log"
+    n = 1
+    while path.exists():  # a clock that did not move (coarse timers): never append to another invocation's file
+        path = path.with_name(f"{stamp}-{os.getpid()}-{n}.log")
+        n += 1
+    return path
 
 
 @contextlib.contextmanager
