@@ -141,7 +141,8 @@ class Plan:
     def to_json(self) -> dict:
         out = {"training_runs": [plain(r) for r in self.runs], "evaluations": [plain(c) for c in self.cells]}
         if self.selections:
-            out["selections"] = [asdict(g) for g in self.selections]
+            out["selections"] = [dict(asdict(g), test_cells={v: [plain(c) for c in cs] for v, cs in g.test_cells.items()})
+                                 for g in self.selections]
         return out
 
 
