@@ -884,11 +884,14 @@ def check_names(suite: Suite, plugins) -> None:
             # Checked here: at run time a bad name only disables the logit-norm curve, with a warning.
             raise ConfigError(plugins.registry("datasets").unknown_message(monitor), file=suite.path,
                               key=f"experiments.{exp.name}.train.monitor_ood")
+        if monitor is not None:
+            _needs_no_params(plugins, monitor, suite.path, f"experiments.{exp.name}.train.monitor_ood")
         if exp.select is not None and exp.select.ood_dataset not in plugins.registry("datasets"):
             raise ConfigError(plugins.registry("datasets").unknown_message(exp.select.ood_dataset),
                               file=suite.path, key=f"experiments.{exp.name}.select.ood_dataset")
         if exp.select is not None:
             exp.select.ood_dataset = plugins.registry("datasets").canonical(exp.select.ood_dataset)
+            _needs_no_params(plugins, exp.select.ood_dataset, suite.path, f"experiments.{exp.name}.select.ood_dataset")
         key = f"experiments.{exp.name}.matrix"
         if exp.select is not None:  # every candidate value must be valid too
             exp.candidates = [[resolve(with_param(c, exp.select.param, v), key) for v in exp.select.values]
@@ -992,6 +995,7 @@ def _check_outliers(exp: Experiment, fname: str, plugins) -> None:
     datasets = plugins.registry("datasets")
     if spec.dataset not in datasets:
         raise ConfigError(datasets.unknown_message(spec.dataset), file=fname, key=f"{key}.dataset")
+    _needs_no_params(plugins, spec.dataset, fname, f"{key}.dataset")
     splits = tuple(datasets.build(spec.dataset).splits)
     if spec.split not in splits:
         raise ConfigError(f"got {spec.split!r}; expected a split of {spec.dataset} ({', '.join(splits)})",
@@ -1002,6 +1006,19 @@ def _check_outliers(exp: Experiment, fname: str, plugins) -> None:
             raise ConfigError(f"loss {loss!r} does not take outliers (its class does not set uses_outliers); "
                               "expected train.outliers only in experiments whose losses all learn from them",
                               file=fname, key=f"{key}.dataset")
+
+
+def _needs_no_params(plugins, name: str, fname: str, key: str) -> None:
+    """A dataset named where no params can be given (``monitor_ood``, ``select.ood_dataset``,
+    ``train.outliers``) must be one that needs none (not ``image_folder``, whose ``root`` is required)."""
+    from logitnorm_bench.params import resolve_dataset_params
+
+    try:
+        resolve_dataset_params(plugins.registry("datasets").get(name), {}, file=fname, key=key)
+    except ConfigError as exc:
+        message = str(exc).removeprefix(f"{exc.file}:{exc.key}: ")
+        raise ConfigError(f"{message}; expected a dataset that needs no parameters here (dataset params are "
+                          "set only in the matrix)", file=fname, key=key) from None
 
 
 def recipe_dict(recipe: TrainRecipe) -> dict:

@@ -246,6 +246,31 @@ def test_same_dataset_as_id_and_ood_needs_other_params(tmp_path, capsys):
     assert main(["plan", str(suite), "--set", over]) == 0  # other params: another dataset
 
 
+@pytest.mark.parametrize("override, key", [
+    ("experiments.e.train.monitor_ood=image_folder", "experiments.e.train.monitor_ood"),
+    ("experiments.e.select={param: loss_params.tau, values: [0.1], ood_dataset: image_folder}",
+     "experiments.e.select.ood_dataset"),
+    ("experiments.e.train.outliers={dataset: image_folder}", "experiments.e.train.outliers.dataset"),
+])
+def test_a_dataset_named_without_params_must_need_none(tmp_path, capsys, override, key):
+    suite = folder_suite(tmp_path / "s.yaml", tmp_path / "pets", tmp_path / "ood")
+    assert main(["plan", str(suite), "--set", override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{suite}:{key}: image_folder needs parameter(s) root" in err, err
+
+
+def test_the_example_suite_of_the_docs_plans(tmp_path):
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "datasets.md").read_text()
+    block = text[text.index("suite: my_pets"):]
+    (tmp_path / "my_pets.yaml").write_text(block[:block.index("```")])
+    _, plan = load_plan(tmp_path / "my_pets.yaml")
+    assert (len(plan.runs), len(plan.cells)) == (2, 16)  # as the docs say
+    roots = sorted({c.ood_dataset_params.get("root", "-") for c in plan.cells})
+    assert roots == ["-", "/data/cars", "/data/flowers", "/data/not_pets"]
+
+
 # ------------------------------------------------------------------------------------------
 # End to end through the CLI
 # ------------------------------------------------------------------------------------------
