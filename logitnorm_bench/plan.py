@@ -48,9 +48,12 @@ class TrainingRun:
     id_dataset_params: dict = field(default_factory=dict)  #: what differs from the factory's defaults
 
     def label(self) -> str:
-        params = ",".join(f"{k}={v}" for k, v in self.loss_params.items())
-        loss = f"{self.loss}({params})" if params else self.loss
-        return f"{self.id_dataset}/{self.arch}/{loss}/seed{self.seed}"
+        def named(name: str, params: dict) -> str:
+            text = ",".join(f"{k}={v}" for k, v in params.items())
+            return f"{name}({text})" if text else name
+
+        return (f"{named(self.id_dataset, self.id_dataset_params)}/{self.arch}/{named(self.loss, self.loss_params)}"
+                f"/seed{self.seed}")
 
 
 @dataclass

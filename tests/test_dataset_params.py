@@ -200,3 +200,12 @@ def test_needed_data_tells_two_parameterisations_apart(tmp_path):
     _, plan = load_plan(doc)
     needed = needed_data(plan)
     assert set(needed) == {("digits", "{}"), ("gaussian_noise", '{"loc":0.3}'), ("gaussian_noise", '{"loc":0.7}')}
+
+
+def test_a_run_label_shows_its_id_dataset_params():
+    from logitnorm_bench.plan import TrainingRun
+
+    run = TrainingRun("r", "image_folder", "net", {}, "logitnorm", {"tau": 0.04}, 0, {},
+                      id_dataset_params={"root": "/pets"})
+    assert run.label() == "image_folder(root=/pets)/net/logitnorm(tau=0.04)/seed0"
+    assert TrainingRun("r", "digits", "net", {}, "ce", {}, 1, {}).label() == "digits/net/ce/seed1"
