@@ -874,6 +874,13 @@ def check_names(suite: Suite, plugins) -> None:
                 except (ValueError, TypeError) as exc:
                     raise ConfigError(f"{name} rejects {_show(params)}: {exc}", file=suite.path,
                                       key=f"{key}.{params_key}") from None
+        arch_key = (out["arch"], repr(sorted(out["arch_params"].items())), out["id_dataset"],
+                    repr(sorted(out["id_dataset_params"].items())))
+        if arch_key not in built:
+            built.add(arch_key)
+            check_architecture(plugins, out["arch"], out["arch_params"], out["id_dataset"],
+                               out["id_dataset_params"], file=suite.path,
+                               key=f"{key}.arch_params" if c.arch_params else f"{key}.arch", given=c.arch_params)
         return dataclasses.replace(c, **out)
 
     if suite.resolved:
@@ -902,6 +909,50 @@ def check_names(suite: Suite, plugins) -> None:
         if name not in plugins.trackers:
             raise ConfigError(plugins.trackers.unknown_message(name), file=suite.path, key="trackers")
     suite.resolved = True
+
+
+def check_architecture(plugins, arch: str, arch_params: dict, id_dataset: str, id_dataset_params: dict, *,
+                       file: str | None, key: str, given: dict | None = None) -> None:
+    """Build the architecture for its ID dataset and run one dry forward pass, before anything runs.
+
+    On the meta device, so it costs no memory or compute even for ImageNet-sized networks, and so
+    ``arch_params: {width: 0}`` or an architecture that cannot take the dataset's image size fails
+    at plan time (exit 2) rather than after the data is loaded.  An error on meta is confirmed by
+    the same build on the CPU (a few operations have no meta kernel): only an architecture that
+    fails there too is refused.  A dataset whose source cannot be built yet (its data missing) is
+    left to the missing-data check.
+    """
+    import torch
+
+    try:
+        source = plugins.registry("datasets").build(id_dataset, **id_dataset_params)
+        num_classes, input_shape = source.num_classes, tuple(int(v) for v in source.input_shape)
+    except Exception:  # noqa: BLE001 -- the data check names this dataset's problem, with its own line
+        return
+    if not num_classes:
+        return  # an OOD-only set as ID data is refused elsewhere
+
+    def build_and_run(device: str) -> None:
+        with torch.device(device):
+            net = plugins.architectures.build(arch, num_classes=num_classes, input_shape=input_shape, **arch_params)
+            net.eval()
+            with torch.no_grad():
+                out = net(torch.zeros((2, *input_shape)))
+        logits = out[0] if isinstance(out, (tuple, list)) else out
+        if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (2, num_classes):
+            got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise ValueError(f"its output for 2 images is {got}; expected logits of shape (2, {num_classes})")
+
+    try:
+        build_and_run("meta")
+    except Exception:  # noqa: BLE001 -- confirmed on the CPU below before anything is refused
+        try:
+            build_and_run("cpu")
+        except Exception as exc:  # noqa: BLE001 -- any error of a plugin's constructor or forward is a config error
+            shown = f" with {_show(given)}" if given else ""  # the params the suite set, not the defaults
+            raise ConfigError(f"{arch}{shown} cannot be built for {id_dataset} ({num_classes} classes, input "
+                              f"{'x'.join(map(str, input_shape))}): {type(exc).__name__}: {exc}",
+                              file=file, key=key) from None
 
 
 # ------------------------------------------------------------------------------------------

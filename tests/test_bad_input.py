@@ -144,6 +144,14 @@ SUITE_CASES = [
      ["experiments.e1.matrix.detector_params.temprature", "did you mean 'temperature'"]),
     ("unknown-arch-param", doc(_matrix("arch_params", [{"widht": 2}])), [],
      ["experiments.e1.matrix.arch_params.widht", "did you mean 'width'"]),
+    # The architecture is built (on the meta device) at plan time: values only its constructor or its
+    # forward pass rejects fail before training (issue 12, item 6).
+    ("arch-width-zero", doc(_matrix("arch_params", [{"width": 0}])), [],
+     ["experiments.e1.matrix.arch_params", "digits_mlp with {'width': 0} cannot be built for digits", "width"]),
+    ("arch-width-negative-among-good", doc(_matrix("arch_params", [{"width": 16}, {"width": -4}])), [],
+     ["experiments.e1.matrix.arch_params", "{'width': -4}"]),
+    ("arch-wrong-image-size", doc(_matrix("arch", ["wrn40_2"])), [],
+     ["experiments.e1.matrix.arch:", "wrn40_2 cannot be built for digits", "1x8x8", "32x32"]),
     ("seed-float", doc(_matrix("seed", [0, 1.5])), [],
      ["experiments.e1.matrix.seed", "got 1.5", "non-negative integer"]),
     ("seed-string", doc(_matrix("seed", ["a"])), [], ["experiments.e1.matrix.seed", "got 'a'", "non-negative integer"]),
