@@ -241,3 +241,38 @@ def test_the_setting_is_checked_and_is_in_no_identity(tmp_path, capsys):
     assert main(["run", str(good), "--results", str(tmp_path / "r"), "--loader-workers", "-1"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
         "--loader-workers -1: expected a non-negative integer")
+
+
+# --- the benchmarks' tiny modes (output shape only, never the numbers) ----------------------------
+
+
+def test_stream_speed_tiny(tmp_path, capsys):
+    from test_benchmarks import check_common, run_tiny, table_rows, targets
+
+    code, out = run_tiny("stream_speed", capsys, "--cache", str(tmp_path))
+    assert code == 0, out
+    check_common(out)
+    assert set(targets(out)) == {"streaming / in-memory evaluation time",
+                                 "streaming / in-memory training time per epoch"}
+    assert all(v > 0 for v in targets(out).values())
+    for row in ("evaluation:", "training: epoch 2", "training: epoch 1"):
+        (cells,) = table_rows(out, row)
+        assert len(cells) == 4 and all(float(c) > 0 for c in cells[1:]), cells
+    assert table_rows(out, "scores bitwise equal") == [["scores bitwise equal", "yes"]]
+    assert table_rows(out, "weights bitwise equal") == [["weights bitwise equal after training", "yes"]]
+    assert len(list((tmp_path / "cifar-train-96").glob("class*/*.png"))) == 96
+
+
+@pytest.mark.slow  # three fresh Python processes
+def test_stream_memory_tiny(tmp_path, capsys):
+    from test_benchmarks import check_common, run_tiny, table_rows, targets
+
+    code, out = run_tiny("stream_memory", capsys, "--cache", str(tmp_path))
+    assert code == 0, out
+    check_common(out)
+    t = targets(out)
+    assert set(t) == {"streamed peak RSS 80 / 40 images", "streamed peak RSS at 80 images"}, t
+    assert all(v > 0 for v in t.values())
+    (small,), (large,) = table_rows(out, "40"), table_rows(out, "80")
+    assert all(float(c) > 0 for c in small[1:]), small
+    assert large[-2:] == ["not run", "not run"] and all(float(c) > 0 for c in large[1:5]), large
