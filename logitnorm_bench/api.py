@@ -175,7 +175,8 @@ def _check_writable(results: Path) -> None:
 def evaluate(model, *, id_dataset: str, ood_datasets: Iterable[str], detectors: Iterable,
              data: str | Path | None = None, device: str = "cpu", evaluation: dict | None = None,
              features: Callable | None = None, head: Callable | None = None, normalize: bool = True,
-             seed: int = 0, download: bool = True, smoke: bool = False):
+             seed: int = 0, download: bool = True, smoke: bool = False, stream_above_mb: float | None = None,
+             loader_workers: int | None = None):
     """Score ``model`` with registered detectors; a DataFrame, one row per detector x OOD set.
 
     ``model``: any classifier ``nn.Module`` taking images in [0, 1] normalised with the ID dataset's
@@ -185,7 +186,7 @@ def evaluate(model, *, id_dataset: str, ood_datasets: Iterable[str], detectors: 
     pairs.  ``evaluation``: the suite's evaluation protocol fields (``ood_samples``,
     ``sample_seed``, ``batch_size``, ...).  The columns are the leaderboard's (metrics in percent,
     plus an ``average`` row per detector over the OOD sets); on the same weights the numbers equal
-    those ``ood-bench run`` records.
+    those ``ood-bench run`` records.  ``stream_above_mb``, ``loader_workers``: as for :func:`run`.
     """
     pd = _pandas("evaluate()")
     from torch import nn
@@ -231,7 +232,10 @@ def evaluate(model, *, id_dataset: str, ood_datasets: Iterable[str], detectors: 
     if not cells:
         raise ConfigError("detectors: expected at least one detector name")
     ctx = DataContext(root=Path(data) if data is not None else _default_data(), download=download, seed=seed)
-    evaluator = Evaluator(wrapped, id_source, ctx, plugins, dev, protocol, source_for=sources)
+    from logitnorm_bench.suite import Loading
+
+    loading = Loading(**_loading({}, stream_above_mb, loader_workers))
+    evaluator = Evaluator(wrapped, id_source, ctx, plugins, dev, protocol, source_for=sources, loading=loading)
     records = [make_record(run, cell, "", dev, plugins, {k: v for k, v in result.items() if k != "scores"},
                            0.0).to_json()
                for cell, result in evaluator.evaluate(cells)]

@@ -243,6 +243,21 @@ def test_the_setting_is_checked_and_is_in_no_identity(tmp_path, capsys):
         "--loader-workers -1: expected a non-negative integer")
 
 
+def test_api_evaluate_streamed_equals_in_memory(plugin_env):
+    import logitnorm_bench
+    from logitnorm_bench.errors import ConfigError
+
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
+    kw = dict(id_dataset="digits", ood_datasets=["gaussian_noise"], detectors=["msp", "odin", "gradnorm"],
+              evaluation={"ood_samples": 50})
+    ref = logitnorm_bench.evaluate(model, **kw)
+    streamed = logitnorm_bench.evaluate(model, stream_above_mb=0, loader_workers=0, **kw)
+    assert ref.equals(streamed)
+    with pytest.raises(ConfigError, match="--stream-above-mb -2: expected a non-negative number of MiB"):
+        logitnorm_bench.evaluate(model, stream_above_mb=-2, **kw)
+
+
 # --- the benchmarks' tiny modes (output shape only, never the numbers) ----------------------------
 
 
