@@ -15,7 +15,8 @@ Evaluation: ``Evaluator.evaluate`` (cells msp and energy on the OOD folder: the 
 ID test set and the OOD set, the metrics), from the datasets to the last result.  Training: ``train``
 (crop + flip augmentation, SGD) for ``--epochs`` epochs of at most ``--max-batches`` batches; the
 time per epoch is the last epoch's (the first one also starts the workers).  Both paths must give
-bitwise the same scores and weights; the script checks it.  Model: WRN-40-2 (WRN-10-1 with --tiny).
+bitwise the same scores and, on a CPU, weights (GPU training is not bitwise reproducible run to run);
+the script checks it and exits 1 if not.  Model: WRN-40-2 (WRN-10-1 with --tiny).
 Target: streaming / in-memory <= 1.15 for each, on CPU.  ``--device cuda`` runs it on a GPU.
 
     python benchmarks/stream_speed.py --cache /data/stream-cache --threads 2
@@ -109,7 +110,8 @@ def main(argv=None) -> int:
     del x, y
     data = image_set(train_ds, FolderSource.input_shape, streamed, dev)
     hist_st, state_st = train_epochs(C.wrn(args.tiny), data, None, recipe, dev)
-    same_weights = all(torch.equal(state_mem[k], state_st[k]) for k in state_mem)
+    # GPU training is not bitwise reproducible from one run to the next (cuDNN), so only a CPU checks it.
+    same_weights = all(torch.equal(state_mem[k], state_st[k]) for k in state_mem) if dev.type == "cpu" else None
     e_mem, e_st = hist_mem[-1]["seconds"], hist_st[-1]["seconds"]
     batches = args.max_batches or args.n_train // args.batch_size
 
@@ -123,13 +125,14 @@ def main(argv=None) -> int:
         [f"loading {args.n_train} training PNGs into memory (once per run)", t_load, 0.0, "-"],
     ])
     print()
+    weights = {True: "yes", False: "NO", None: f"not checked on {dev.type} (not bitwise reproducible)"}
     C.table(["check", "result"], [["scores bitwise equal", "yes" if same_scores else "NO"],
-                                  ["weights bitwise equal after training", "yes" if same_weights else "NO"]])
+                                  ["weights bitwise equal after training", weights[same_weights]]])
     print()
     C.target("streaming / in-memory evaluation time", t_eval_st / t_eval_mem, "<=", 1.15, "x")
     C.target("streaming / in-memory training time per epoch", e_st / e_mem, "<=", 1.15, "x")
     C.finish()
-    return 0 if same_scores and same_weights else 1
+    return 0 if same_scores and same_weights is not False else 1
 
 
 if __name__ == "__main__":
