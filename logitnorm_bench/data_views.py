@@ -10,6 +10,7 @@ test cells.
 from __future__ import annotations
 
 import inspect
+import json
 
 import torch
 from torch.utils.data import Subset
@@ -18,11 +19,24 @@ from logitnorm_bench.errors import ConfigError
 from logitnorm_bench.evaluation import sample_indices
 
 
-class DataSources:
-    """name -> DatasetSource, built once per run; smoke mode swaps in synthetic stand-ins.
+def source_key(name: str, params: dict | None = None) -> tuple[str, str]:
+    """What identifies one built source: the dataset's name and its params (canonical JSON)."""
+    return name, json.dumps(params or {}, sort_keys=True, separators=(",", ":"))
 
+
+def dataset_label(name: str, params: dict | None = None) -> str:
+    """A dataset as messages and ``ood-bench data`` name it: ``name``, or ``name(key=value, ...)``."""
+    if not params:
+        return name
+    return f"{name}({', '.join(f'{k}={v}' for k, v in sorted(params.items()))})"
+
+
+class DataSources:
+    """(name, params) -> DatasetSource, built once per run; smoke mode swaps in synthetic stand-ins.
+
+    ``params`` are the suite's ``id_dataset_params`` / ``ood_dataset_params``, passed to the factory.
     The first source built is the ID dataset: OOD sets whose factory takes ``shape`` (noise, patches)
-    are built with the ID images' shape.
+    and whose params do not set it are built with the ID images' shape.
     """
 
     def __init__(self, plugins, smoke: bool, holdout: int = 0):
@@ -30,11 +44,12 @@ class DataSources:
         self.holdout = int(holdout or 0)  #: train.holdout: ID training images kept out of training
         self.id_shape = None
 
-    def __call__(self, name: str):
-        if name not in self.cache:
+    def __call__(self, name: str, params: dict | None = None):
+        key = source_key(name, params)
+        if key not in self.cache:
             entry = self.plugins.datasets.get(name)
-            kwargs = {}
-            if self.id_shape is not None and _accepts(entry.factory, "shape"):
+            kwargs = dict(params or {})
+            if self.id_shape is not None and "shape" not in kwargs and _accepts(entry.factory, "shape"):
                 kwargs["shape"] = self.id_shape
             source = entry.factory(**kwargs)
             if self.smoke:
@@ -45,8 +60,8 @@ class DataSources:
                 source = HeldOut(source, self.holdout)
             if self.id_shape is None:
                 self.id_shape = tuple(source.input_shape)
-            self.cache[name] = source
-        return self.cache[name]
+            self.cache[key] = source
+        return self.cache[key]
 
 
 #: The held-out images are the same for every seed and run: a sample drawn with this seed.
@@ -96,10 +111,11 @@ class ValidationSources:
     def __init__(self, sources: DataSources, protocol: dict):
         self.sources, self.protocol, self.cache = sources, protocol, {}
 
-    def __call__(self, name: str):
-        if name not in self.cache:
-            self.cache[name] = _ValidationView(self.sources(name), self.protocol)
-        return self.cache[name]
+    def __call__(self, name: str, params: dict | None = None):
+        key = source_key(name, params)
+        if key not in self.cache:
+            self.cache[key] = _ValidationView(self.sources(name, params), self.protocol)
+        return self.cache[key]
 
 
 class _ValidationView:

@@ -10,13 +10,14 @@ does not stop the others.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from logitnorm_bench.components import DataContext, DataStatus
-from logitnorm_bench.data_views import DataSources
-from logitnorm_bench.driver import data_command, needed_data
+from logitnorm_bench.data_views import DataSources, dataset_label
+from logitnorm_bench.driver import id_first, data_command, needed_data
 from logitnorm_bench.errors import one_line
 from logitnorm_bench.plugins import get_plugins
 
@@ -25,9 +26,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DataRow:
-    name: str
+    name: str  #: the dataset as shown: its name, with its params when the suite sets any
     splits: tuple[str, ...]
     status: DataStatus
+    key: tuple[str, str] = ("", "{}")  #: (name, params JSON): what it is built from
 
 
 def _splits(source, wanted: set[str]) -> tuple[str, ...]:
@@ -42,29 +44,24 @@ def check_data(plan, root: Path) -> list[DataRow]:
     ctx = DataContext(root=Path(root), download=False)
     rows = []
     needed = needed_data(plan)
-    for name in _id_first(plan, needed):
-        source = sources(name)
-        splits = _splits(source, needed[name])
+    for key in id_first(plan, needed):
+        name, params = key[0], json.loads(key[1])
+        source = sources(name, params)
+        splits = _splits(source, needed[key])
         try:
             status = source.status(splits, ctx)
         except Exception as exc:  # noqa: BLE001 - a plugin's status must not hide the others
             status = DataStatus("missing", detail=f"its status check failed: {one_line(type(exc).__name__)}: "
                                                   f"{one_line(exc)}")
-        rows.append(DataRow(name, splits, status))
+        rows.append(DataRow(dataset_label(name, params), splits, status, key))
     return rows
-
-
-def _id_first(plan, needed: dict) -> list[str]:
-    """ID datasets first (their shape is what OOD sets built to measure take), then the others."""
-    ids = sorted({r.id_dataset for r in plan.runs})
-    return ids + sorted(set(needed) - set(ids))
 
 
 def download_data(plan, root: Path, rows: list[DataRow]) -> list[DataRow]:
     """Download every dataset that is not present (each verifies its checksums); the statuses after."""
     sources = DataSources(get_plugins(), smoke=False)
-    for name in _id_first(plan, needed_data(plan)):
-        sources(name)  # the same shapes as check_data
+    for name, params in id_first(plan, needed_data(plan)):
+        sources(name, json.loads(params))  # the same shapes as check_data
     ctx = DataContext(root=Path(root), download=True)
     for row in rows:
         if row.status.state == "present":
@@ -72,7 +69,7 @@ def download_data(plan, root: Path, rows: list[DataRow]) -> list[DataRow]:
         log.info("%s: downloading%s", row.name, f" from {row.status.source}" if row.status.source else "")
         for split in row.splits:
             try:
-                sources(row.name).build(split, ctx)
+                sources(row.key[0], json.loads(row.key[1])).build(split, ctx)
             except Exception as exc:  # noqa: BLE001 - go on with the other datasets
                 log.error("%s: %s", row.name, one_line(exc))
                 break

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from logitnorm_bench import logs
 from logitnorm_bench.components import DataContext
-from logitnorm_bench.data_views import DataSources
+from logitnorm_bench.data_views import DataSources, dataset_label, source_key
 from logitnorm_bench.errors import ConfigError, DataMissingError
 from logitnorm_bench.logs import Channel
 from logitnorm_bench.plan import EvaluationCell, Plan, TrainingRun, WorkItem
@@ -111,22 +111,33 @@ def run_plan(plan: Plan, results_root: Path, data_root: Path, device: str, overw
     return counts
 
 
-def needed_data(plan: Plan, jobs: list | None = None) -> dict[str, set[str]]:
-    """Dataset name -> the splits that ``jobs`` (default: every run of the plan) read."""
+def needed_data(plan: Plan, jobs: list | None = None) -> dict[tuple[str, str], set[str]]:
+    """(dataset name, its params as JSON: :func:`~logitnorm_bench.data_views.source_key`) -> the splits
+    that ``jobs`` (default: every run of the plan) read.  One name with two sets of params (two image
+    folders) is two datasets."""
     if jobs is None:
         jobs = [(run, plan.cells_of(run.run_id)) for run in plan.runs]
-    needed: dict[str, set[str]] = {}
+    needed: dict[tuple[str, str], set[str]] = {}
     for run, cells in jobs:
-        needed.setdefault(run.id_dataset, set()).update({"test"} if run.weights else {"train", "test"})
+        needed.setdefault(source_key(run.id_dataset, run.id_dataset_params), set()).update(
+            {"test"} if run.weights else {"train", "test"})
         if run.train.get("monitor_ood"):
-            needed.setdefault(run.train["monitor_ood"], set()).add("test")
+            needed.setdefault(source_key(run.train["monitor_ood"]), set()).add("test")
         if (run.train.get("outliers") or {}).get("dataset") and not run.weights:
-            needed.setdefault(run.train["outliers"]["dataset"], set()).add(run.train["outliers"]["split"])
+            needed.setdefault(source_key(run.train["outliers"]["dataset"]), set()).add(
+                run.train["outliers"]["split"])
         for c in cells:
-            needed.setdefault(c.ood_dataset, set()).add(c.split)
+            needed.setdefault(source_key(c.ood_dataset, c.ood_dataset_params), set()).add(c.split)
     for g in plan.selections:
-        needed.setdefault(g.ood_dataset, set()).add("val")
+        needed.setdefault(source_key(g.ood_dataset), set()).add("val")
     return needed
+
+
+def id_first(plan: Plan, needed: dict) -> list[tuple[str, str]]:
+    """The keys of :func:`needed_data`, ID datasets first (their shape is what OOD sets built to measure
+    take), then the others; each part sorted."""
+    ids = sorted({source_key(r.id_dataset, r.id_dataset_params) for r in plan.runs} & set(needed))
+    return ids + sorted(set(needed) - set(ids))
 
 
 def data_command(suite_ref: str | None) -> str:
@@ -146,20 +157,21 @@ def prepare_data(plan: Plan, jobs: list, data_root: Path, download: bool, suite_
     sources = DataSources(get_plugins(), smoke=False)
     ctx = DataContext(root=Path(data_root), download=download)
     t0 = time.perf_counter()
-    missing: list[tuple[str, str]] = []
-    for name in sorted(needed):
-        source = sources(name)
-        for split in sorted(needed[name]):
+    missing: list[tuple[str, str, str]] = []  # (dataset as shown, its name, the message)
+    for key in id_first(plan, needed):
+        name, params = key[0], json.loads(key[1])
+        source = sources(name, params)
+        for split in sorted(needed[key]):
             if split == "val" and "val" not in source.splits:
                 continue  # a selection then uses a sample of the training images
             try:
                 source.build(split, ctx)  # DataMissingError (bad input) with folder, URL and layout
             except DataMissingError as exc:
-                missing.append((name, str(exc)))
+                missing.append((dataset_label(name, params), name, str(exc)))
                 break  # one message per dataset; go on with the others
     if missing:
-        names = [n for n, _ in missing]
-        details = "; ".join(m if m.startswith(f"{n}:") else f"{n}: {m}" for n, m in missing)
+        names = [label for label, _, _ in missing]
+        details = "; ".join(m if m.startswith(f"{n}:") else f"{label}: {m}" for label, n, m in missing)
         cmd = data_command(suite_ref)
         raise DataMissingError(
             f"{', '.join(names)}: {len(missing)} dataset(s) of {len(needed)} missing under {data_root}. {details}. "

@@ -22,6 +22,7 @@ of the in-memory path.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,14 +182,15 @@ class Evaluator:
                 errors[key] = self._describe(exc, "detectors", names[key])
         id_seconds = time.perf_counter() - t0
 
-        by_ood: dict[str, list] = {}
+        by_ood: dict[tuple, list] = {}  # one OOD set = its name and its params (two image folders)
         for c in cells:
-            by_ood.setdefault(c.ood_dataset, []).append(c)
+            by_ood.setdefault((c.ood_dataset, _params_key(c)), []).append(c)
         draws = self.protocol.get("ood_draws", 1)
-        for ood_name, ood_cells in by_ood.items():
+        for (ood_name, _), ood_cells in by_ood.items():
             t1 = time.perf_counter()
+            ood_params = getattr(ood_cells[0], "ood_dataset_params", None)
             try:
-                samples = [self._ood_images(ood_name, d) for d in range(draws)]
+                samples = [self._ood_images(ood_name, d, ood_params) for d in range(draws)]
                 outs = [forward_pass(model, x, bs, dev, with_features) for x in samples]
             except Exception as exc:
                 for c in ood_cells:
@@ -245,8 +247,8 @@ class Evaluator:
         result["chance_acc"] = 1.0 / out.logits.shape[1]
         return result
 
-    def _ood_images(self, name: str, draw: int = 0) -> ImageSet:
-        source = self.source_for(name)
+    def _ood_images(self, name: str, draw: int = 0, params: dict | None = None) -> ImageSet:
+        source = self.source_for(name, params) if params else self.source_for(name)
         if tuple(source.input_shape) != tuple(self.id_source.input_shape):
             raise ValueError(f"its images are {tuple(source.input_shape)}, the ID dataset's are "
                              f"{tuple(self.id_source.input_shape)}")
@@ -320,6 +322,10 @@ def _fit_data_facts(data: FitData) -> dict:
     return {"id_train_samples": int(data.id_train.labels.shape[0]) if data.id_train is not None else 0,
             "id_train_total": data.id_train.total if data.id_train is not None else 0,
             "id_val_samples": len(data.id_val) if data.id_val is not None else 0}
+
+
+def _params_key(cell) -> str:
+    return json.dumps(getattr(cell, "ood_dataset_params", None) or {}, sort_keys=True)
 
 
 def _det_key(cell) -> str:

@@ -25,13 +25,19 @@ from logitnorm_bench.records import ResultsDir, atomic_write_bytes
 
 KEY_COLUMNS = ("id_dataset", "arch", "loss", "loss_params", "detector", "detector_params", "ood_dataset")
 GROUP_PREFIX = "average:"  #: a group's average row: ``average:near`` over the OOD sets labelled ``near``
-PARAM_COLUMNS = ("arch_params", "loss_params", "detector_params")
+#: Dataset params (a suite's ``id_dataset_params`` / ``ood_dataset_params``): every row has them (as
+#: mappings), but the CSV has their columns only when some row sets one, so a leaderboard without
+#: dataset params keeps the bytes it always had.
+DATASET_PARAM_COLUMNS = ("id_dataset_params", "ood_dataset_params")
+PARAM_COLUMNS = ("arch_params", "loss_params", "detector_params") + DATASET_PARAM_COLUMNS
 
 
-def columns() -> tuple[str, ...]:
-    """The CSV's columns: keys, then mean and std of every catalogue metric, then bookkeeping."""
+def columns(rows: list[dict] | None = None) -> tuple[str, ...]:
+    """The CSV's columns: keys, then mean and std of every catalogue metric, then bookkeeping (the
+    dataset params' columns only when one of ``rows`` sets them)."""
+    dataset = tuple(c for c in DATASET_PARAM_COLUMNS if any(r.get(c) for r in rows or ()))
     return (KEY_COLUMNS + ("n_seeds",) + tuple(c for m in METRICS for c in (m, f"{m}_std"))
-            + ("arch_params", "seeds", "n_failed", "smoke", "run_ids"))
+            + ("arch_params",) + dataset + ("seeds", "n_failed", "smoke", "run_ids"))
 
 
 def params_text(p: dict | None) -> str:
@@ -40,9 +46,14 @@ def params_text(p: dict | None) -> str:
 
 
 def _group_key(rec: dict) -> tuple:
-    return (rec["id_dataset"], rec["arch"], params_text(rec.get("arch_params")), rec["loss"],
-            params_text(rec.get("loss_params")), rec["detector"], params_text(rec.get("detector_params")),
-            bool(rec.get("smoke")))
+    return (rec["id_dataset"], params_text(rec.get("id_dataset_params")), rec["arch"],
+            params_text(rec.get("arch_params")), rec["loss"], params_text(rec.get("loss_params")),
+            rec["detector"], params_text(rec.get("detector_params")), bool(rec.get("smoke")))
+
+
+def _ood_key(rec: dict) -> tuple[str, str]:
+    """One OOD set: its name and its params (two image folders are two rows)."""
+    return rec["ood_dataset"], params_text(rec.get("ood_dataset_params"))
 
 
 def _value(rec: dict, name: str) -> float | None:
@@ -57,26 +68,27 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
 
 
 def build_rows(records: list[dict]) -> list[dict]:
-    groups: dict[tuple, dict[str, dict[int, dict]]] = defaultdict(lambda: defaultdict(dict))
-    failed: dict[tuple, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    groups: dict[tuple, dict[tuple, dict[int, dict]]] = defaultdict(lambda: defaultdict(dict))
+    failed: dict[tuple, dict[tuple, int]] = defaultdict(lambda: defaultdict(int))
     for rec in records:
         if rec.get("split", "test") != "test":
             continue  # a selection's validation cells choose a value; they are not results
         key = _group_key(rec)
         if rec.get("status") != "ok":
-            failed[key][rec["ood_dataset"]] += 1
+            failed[key][_ood_key(rec)] += 1
             continue
-        groups[key][rec["ood_dataset"]][rec["seed"]] = rec
+        groups[key][_ood_key(rec)][rec["seed"]] = rec
     rows = []
     for key in sorted(set(groups) | set(failed)):
-        id_ds, arch, arch_p, loss, loss_p, det, det_p, smoke = key
-        base = {"id_dataset": id_ds, "arch": arch, "arch_params": json.loads(arch_p), "loss": loss,
-                "loss_params": json.loads(loss_p), "detector": det, "detector_params": json.loads(det_p),
-                "smoke": smoke}
+        id_ds, id_p, arch, arch_p, loss, loss_p, det, det_p, smoke = key
+        base = {"id_dataset": id_ds, "id_dataset_params": json.loads(id_p), "arch": arch,
+                "arch_params": json.loads(arch_p), "loss": loss, "loss_params": json.loads(loss_p),
+                "detector": det, "detector_params": json.loads(det_p), "smoke": smoke, "ood_dataset_params": {}}
         per_ood = groups.get(key, {})
         for ood in sorted(set(per_ood) | set(failed.get(key, {}))):
             by_seed = per_ood.get(ood, {})
-            row = dict(base, ood_dataset=ood, n_seeds=len(by_seed), seeds=" ".join(map(str, sorted(by_seed))),
+            row = dict(base, ood_dataset=ood[0], ood_dataset_params=json.loads(ood[1]), n_seeds=len(by_seed),
+                       seeds=" ".join(map(str, sorted(by_seed))),
                        n_failed=failed.get(key, {}).get(ood, 0),
                        run_ids=" ".join(sorted({r["run_id"] for r in by_seed.values()})))
             for m in METRICS:
@@ -118,7 +130,7 @@ def is_average(ood_dataset: str) -> bool:
 
 def to_csv(rows: list[dict]) -> str:
     buf = io.StringIO()
-    cols = columns()
+    cols = columns(rows)
     writer = csv.DictWriter(buf, fieldnames=list(cols), lineterminator="\n")
     writer.writeheader()
     for row in rows:

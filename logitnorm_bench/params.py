@@ -50,3 +50,57 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def resolve_dataset_params(entry, params: dict | None, *, file: str | None = None, key: str | None = None) -> dict:
+    """A dataset's params as checked and kept: only what differs from the factory's defaults.
+
+    So ``{}`` (and a mapping that repeats a default) hashes as before dataset params existed, and every
+    suite that sets none keeps its run and cell ids.  Given params are type-checked against the
+    defaults and the source is built once with them (its ValueError / TypeError is a one-line error);
+    the data itself is not read here (``ood-bench data`` and the run's data check do that).
+    """
+    given = dict(params or {})
+    resolved = resolve_params(entry, given, file=file, key=key)
+    defaults = _defaults(entry)
+    for name in given:
+        if name in defaults and name in resolved:
+            _check_type(entry, name, resolved[name], defaults[name], file, f"{key}.{name}" if key else name)
+    kept = {k: v for k, v in resolved.items() if k not in defaults or v != defaults[k]}
+    if kept:
+        try:
+            entry.factory(**kept)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{entry.name} rejects {kept!r}: {exc}", file=file, key=key) from None
+    return kept
+
+
+def _defaults(entry) -> dict:
+    try:
+        sig = inspect.signature(entry.factory)
+    except (TypeError, ValueError):
+        return {}
+    return {n: _plain(p.default) for n, p in sig.parameters.items()
+            if p.default is not inspect.Parameter.empty and n not in HARNESS_ARGS}
+
+
+def _check_type(entry, name: str, value: Any, default: Any, file: str | None, key: str) -> None:
+    """``value`` has the kind of ``default`` (a default of None takes anything the factory accepts)."""
+    if default is None:
+        return
+    expected = None
+    if isinstance(default, bool):
+        ok, expected = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif isinstance(default, str):
+        ok, expected = isinstance(value, str), "a string"
+    elif isinstance(default, list):
+        ok, expected = isinstance(value, list), "a list"
+    else:
+        ok = True
+    if not ok:
+        raise ConfigError(f"got {value!r}; expected {expected} (parameter '{name}' of {entry.name}, "
+                          f"default {default!r})", file=file, key=key)

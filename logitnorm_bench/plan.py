@@ -1,9 +1,10 @@
 """A suite expands to a Plan: unique TrainingRuns and the EvaluationCells they serve.
 
-A TrainingRun's id is a hash of everything that changes the trained weights (datasets, architecture
-and resolved params, loss and resolved params, the hashed part of the recipe, seed, given weights),
+A TrainingRun's id is a hash of everything that changes the trained weights (datasets and their
+params, architecture and resolved params, loss and resolved params, the hashed part of the recipe, seed, given weights),
 so one training serves every detector, OOD set and experiment that uses it, across suites sharing
-a results folder.  An EvaluationCell adds the detector, its params, the OOD set and the protocol.
+a results folder.  An EvaluationCell adds the detector, its params, the OOD set (and its params) and
+the protocol.  Dataset params are hashed only when set (see :data:`LATER_WHEN_SET`).
 A component from a plugin other than the built-ins is hashed with its distribution's name
 (:func:`component_identity`), so a bare name that comes to mean another plugin's component never
 reuses the old one's results.
@@ -44,11 +45,15 @@ class TrainingRun:
     weights: str | None = None
     smoke: bool = False
     experiments: list[str] = field(default_factory=list)
+    id_dataset_params: dict = field(default_factory=dict)  #: what differs from the factory's defaults
 
     def label(self) -> str:
-        params = ",".join(f"{k}={v}" for k, v in self.loss_params.items())
-        loss = f"{self.loss}({params})" if params else self.loss
-        return f"{self.id_dataset}/{self.arch}/{loss}/seed{self.seed}"
+        def named(name: str, params: dict) -> str:
+            text = ",".join(f"{k}={v}" for k, v in params.items())
+            return f"{name}({text})" if text else name
+
+        return (f"{named(self.id_dataset, self.id_dataset_params)}/{self.arch}/{named(self.loss, self.loss_params)}"
+                f"/seed{self.seed}")
 
 
 @dataclass
@@ -63,6 +68,21 @@ class EvaluationCell:
     split: str = "test"  #: "val" for a selection's validation cells (ID val images vs the OOD set's val split)
     selection: dict | None = None  #: set on test cells reached through a selection: what was chosen, and why
     ood_group: str | None = None  #: the matrix's ``ood_group`` label (not part of the cell's hash)
+    ood_dataset_params: dict = field(default_factory=dict)  #: what differs from the factory's defaults
+
+
+#: Fields added later that are written out (plan JSON, payloads, run.json) only when set, so a run or
+#: cell without them has the bytes it always had.
+LATER_WHEN_SET = ("id_dataset_params", "ood_dataset_params")
+
+
+def plain(obj) -> dict:
+    """``asdict`` of a run or cell, less the :data:`LATER_WHEN_SET` fields left empty."""
+    out = asdict(obj)
+    for name in LATER_WHEN_SET:
+        if name in out and not out[name]:
+            del out[name]
+    return out
 
 
 @dataclass
@@ -90,7 +110,7 @@ class WorkItem:
 
     def to_payload(self) -> dict:
         payload = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return dict(payload, run=asdict(self.run), cells=[asdict(c) for c in self.cells])
+        return dict(payload, run=plain(self.run), cells=[plain(c) for c in self.cells])
 
     @classmethod
     def from_payload(cls, payload: dict) -> "WorkItem":
@@ -124,9 +144,10 @@ class Plan:
         return [c for c in self.cells if c.run_id == run_id]
 
     def to_json(self) -> dict:
-        out = {"training_runs": [asdict(r) for r in self.runs], "evaluations": [asdict(c) for c in self.cells]}
+        out = {"training_runs": [plain(r) for r in self.runs], "evaluations": [plain(c) for c in self.cells]}
         if self.selections:
-            out["selections"] = [asdict(g) for g in self.selections]
+            out["selections"] = [dict(asdict(g), test_cells={v: [plain(c) for c in cs] for v, cs in g.test_cells.items()})
+                                 for g in self.selections]
         return out
 
 
@@ -145,7 +166,7 @@ def hashed_recipe(train: dict) -> dict:
 
 
 def run_identity(id_dataset, arch, arch_params, loss, loss_params, seed, train, weights, smoke,
-                 providers: dict | None = None) -> dict:
+                 providers: dict | None = None, id_dataset_params: dict | None = None) -> dict:
     hashed_train = hashed_recipe(train)
     identity = {"id_dataset": id_dataset, "arch": arch, "arch_params": arch_params, "loss": loss,
                 "loss_params": loss_params, "seed": seed, "weights": weights, "smoke": smoke,
@@ -153,6 +174,8 @@ def run_identity(id_dataset, arch, arch_params, loss, loss_params, seed, train, 
                 "train": None if weights else hashed_train}
     if providers:
         identity["providers"] = providers
+    if id_dataset_params:  # hashed only when set: runs without keep their ids
+        identity["id_dataset_params"] = id_dataset_params
     return identity
 
 def component_identity(plugins, **components: tuple[str, str]) -> tuple[dict[str, str], dict[str, str]]:
@@ -188,12 +211,13 @@ def make_plan(suite: Suite, plugins, smoke: bool = False) -> Plan:
         names, providers = component_identity(plugins, id_dataset=("datasets", c.id_dataset),
                                               arch=("architectures", c.arch), loss=("losses", c.loss))
         identity = run_identity(names["id_dataset"], names["arch"], arch_params, names["loss"], loss_params,
-                                c.seed, train, c.weights, smoke, providers)
+                                c.seed, train, c.weights, smoke, providers, c.id_dataset_params)
         run_id = stable_hash(identity)
         run = runs.get(run_id)
         if run is None:
             run = runs[run_id] = TrainingRun(run_id, c.id_dataset, c.arch, arch_params, c.loss,
-                                             loss_params, c.seed, train, c.weights, smoke)
+                                             loss_params, c.seed, train, c.weights, smoke,
+                                             id_dataset_params=c.id_dataset_params)
         if exp_name not in run.experiments:
             run.experiments.append(exp_name)
         eval_hashed = {k: evaluation[k] for k in EVAL_HASHED}
@@ -207,11 +231,13 @@ def make_plan(suite: Suite, plugins, smoke: bool = False) -> Plan:
             ident["split"] = split
         if providers:
             ident["providers"] = providers
+        if c.ood_dataset_params:  # hashed only when set: cells without keep their ids
+            ident["ood_dataset_params"] = c.ood_dataset_params
         cell_id = stable_hash(ident)
         cell = cells.get(cell_id) if keep else None
         if cell is None:
             cell = EvaluationCell(cell_id, run_id, c.detector, det_params, c.ood_dataset, evaluation,
-                                  split=split, ood_group=c.ood_group)
+                                  split=split, ood_group=c.ood_group, ood_dataset_params=c.ood_dataset_params)
             if keep:
                 cells[cell_id] = cell
         if exp_name not in cell.experiments:
@@ -228,7 +254,8 @@ def make_plan(suite: Suite, plugins, smoke: bool = False) -> Plan:
                 continue
             # One group per combination less its seed, OOD set and the selected parameter.
             kind_key, _, pname = sel.param.partition(".")
-            rest = {k: v for k, v in asdict(c).items() if k not in ("seed", "ood_dataset", "ood_group")}
+            rest = {k: v for k, v in plain(c).items()
+                    if k not in ("seed", "ood_dataset", "ood_group", "ood_dataset_params")}
             rest[kind_key] = {k: v for k, v in rest[kind_key].items() if k != pname}
             gid = stable_hash({"group": rest, "select": asdict(sel), "train": stable_recipe(train), "smoke": smoke,
                                "evaluation": {k: evaluation[k] for k in EVAL_HASHED}})
@@ -240,8 +267,8 @@ def make_plan(suite: Suite, plugins, smoke: bool = False) -> Plan:
                 group.experiments.append(exp.name)
             for value, candidate in zip(sel.values, exp.candidates[i]):
                 vkey = json.dumps(value)
-                val_cell = add(dataclasses.replace(candidate, ood_dataset=sel.ood_dataset), exp.name, train,
-                               evaluation, split="val")
+                val_cell = add(dataclasses.replace(candidate, ood_dataset=sel.ood_dataset, ood_dataset_params={}),
+                               exp.name, train, evaluation, split="val")
                 ids = group.validation.setdefault(vkey, [])
                 if val_cell.cell_id not in ids:
                     ids.append(val_cell.cell_id)

@@ -108,9 +108,12 @@ class Record:
     note: str | None = None
     scores: dict | None = None  #: {"file": NAME.scores.npz beside the record, "sha256": ..., "draws": N}
     draws: list | None = None  #: the metrics of each OOD draw, when evaluation.ood_draws > 1
+    #: the suite's dataset params (what differs from the factory's defaults); absent when none
+    id_dataset_params: dict | None = None
+    ood_dataset_params: dict | None = None
 
     OPTIONAL = ("metrics", "run_metrics", "detector_fit", "score_hist", "n_id", "n_ood", "eval_seconds",
-                "at_chance", "note", "scores", "draws", "ood_group")
+                "at_chance", "note", "scores", "draws", "ood_group", "id_dataset_params", "ood_dataset_params")
 
     def to_json(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -143,8 +146,8 @@ class Record:
                 raise RecordError(f"field '{name}': expected a string, got {data[name]!r}")
         if data["status"] not in ("ok", "failed"):
             raise RecordError(f"field 'status': expected ok or failed, got {data['status']!r}")
-        for name in ("arch_params", "loss_params", "detector_params"):
-            if not isinstance(data.get(name, {}), dict):
+        for name in ("arch_params", "loss_params", "detector_params", "id_dataset_params", "ood_dataset_params"):
+            if not isinstance(data.get(name) or {}, dict):
                 raise RecordError(f"field '{name}': expected a mapping")
         if data["status"] == "ok":
             _check_metric_values(data)

@@ -22,9 +22,11 @@ Every error is one line ``FILE:KEY.PATH: got VALUE; expected ...``.  The format:
         train: {...}            # overrides of defaults.train for this experiment
         evaluation: {...}
 
-Matrix keys: ``id_dataset arch arch_params loss loss_params detector detector_params ood_dataset
-seed weights``.  ``*_params`` are mappings of the component's parameters; ``weights`` evaluates given
-weights (a checkpoint path) instead of training.
+Matrix keys: ``id_dataset id_dataset_params arch arch_params loss loss_params detector detector_params
+ood_dataset ood_dataset_params seed weights ood_group``.  ``*_params`` are mappings of the component's
+parameters; ``weights`` evaluates given weights (a checkpoint path) instead of training.  Dataset
+params are kept (and hashed) as what differs from the factory's defaults, so an empty mapping, or one
+that repeats a default, names the same run as before dataset params existed.
 
 A suite is named by a path or by a registered name (``register_suites``; the bundled ones are the
 plugin ``ood_bench_suites``, i.e. the repository's ``suites/``): :func:`load_suite` takes either.
@@ -69,7 +71,9 @@ import yaml
 from logitnorm_bench.errors import ConfigError
 
 MATRIX_KEYS = ("id_dataset", "arch", "arch_params", "loss", "loss_params", "detector",
-               "detector_params", "ood_dataset", "seed", "weights", "ood_group")
+               "detector_params", "ood_dataset", "seed", "weights", "ood_group",
+               "id_dataset_params", "ood_dataset_params")
+PARAMS_KEYS = ("arch_params", "loss_params", "detector_params", "id_dataset_params", "ood_dataset_params")
 REQUIRED_KEYS = ("id_dataset", "arch", "loss", "detector", "ood_dataset", "seed")
 TOP_KEYS = ("suite", "version", "description", "defaults", "experiments", "trackers")
 INHERITABLE = ("defaults", "experiments")  #: what ``inherit:`` may list
@@ -188,6 +192,8 @@ class Combo:
     detector_params: dict = field(default_factory=dict)
     weights: str | None = None
     ood_group: str | None = None  #: a label (e.g. near, far): the leaderboard adds an ``average:<group>`` row
+    id_dataset_params: dict = field(default_factory=dict)  #: resolved: only what differs from the defaults
+    ood_dataset_params: dict = field(default_factory=dict)
 
 
 
@@ -684,7 +690,7 @@ def _combo(c: dict, fname: str, key: str) -> Combo:
         if not isinstance(c[name_key], str) or not c[name_key]:
             raise ConfigError(f"got {_show(c[name_key])}; expected a component name (string)",
                               file=fname, key=f"{key}.{name_key}")
-    for pkey in ("arch_params", "loss_params", "detector_params"):
+    for pkey in PARAMS_KEYS:
         if c.get(pkey) is None:
             c[pkey] = {}
         if not isinstance(c[pkey], dict):
@@ -695,9 +701,11 @@ def _combo(c: dict, fname: str, key: str) -> Combo:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
         raise ConfigError(f"got {_show(seed)}; expected a non-negative integer seed below 2**32", file=fname,
                           key=f"{key}.seed")
-    if c["ood_dataset"] == c["id_dataset"]:
+    # One dataset with other params (two image_folder roots) is another dataset.
+    if c["ood_dataset"] == c["id_dataset"] and c["ood_dataset_params"] == c["id_dataset_params"]:
         raise ConfigError(f"got ood_dataset {c['ood_dataset']!r} equal to id_dataset; expected an OOD "
-                          "dataset different from the ID dataset", file=fname, key=f"{key}.ood_dataset")
+                          "dataset different from the ID dataset (another name, or other "
+                          "ood_dataset_params)", file=fname, key=f"{key}.ood_dataset")
     weights = c.get("weights")
     if weights is not None and not isinstance(weights, str):
         raise ConfigError(f"got {_show(weights)}; expected a checkpoint path (string)", file=fname,
@@ -850,7 +858,7 @@ def check_names(suite: Suite, plugins) -> None:
     the plan hashes exactly what was checked.  Losses and detectors are built once per distinct
     parameter set (cheap), which catches values their factories reject (``tau <= 0`` and the like).
     """
-    from logitnorm_bench.params import resolve_params
+    from logitnorm_bench.params import resolve_dataset_params, resolve_params
 
     resolved: dict[tuple, dict] = {}
     built: set[tuple] = set()
@@ -866,7 +874,8 @@ def check_names(suite: Suite, plugins) -> None:
         elif c.weights and not Path(c.weights).expanduser().is_file():
             raise ConfigError(f"weights file not found: {c.weights!r}", file=suite.path, key=f"{key}.weights")
         out = {}
-        for kind, name_key, params_key in (("datasets", "id_dataset", None), ("datasets", "ood_dataset", None),
+        for kind, name_key, params_key in (("datasets", "id_dataset", "id_dataset_params"),
+                                           ("datasets", "ood_dataset", "ood_dataset_params"),
                                            ("architectures", "arch", "arch_params"),
                                            ("losses", "loss", "loss_params"),
                                            ("detectors", "detector", "detector_params")):
@@ -881,8 +890,8 @@ def check_names(suite: Suite, plugins) -> None:
             given = getattr(c, params_key)
             cache_key = (kind, name, repr(sorted(given.items())))
             if cache_key not in resolved:
-                resolved[cache_key] = resolve_params(reg.get(name), given, file=suite.path,
-                                                     key=f"{key}.{params_key}")
+                resolver = resolve_dataset_params if kind == "datasets" else resolve_params
+                resolved[cache_key] = resolver(reg.get(name), given, file=suite.path, key=f"{key}.{params_key}")
             params = out[params_key] = resolved[cache_key]
             built_key = (kind, name, repr(sorted(params.items())))
             if kind in ("losses", "detectors") and built_key not in built:
@@ -902,11 +911,14 @@ def check_names(suite: Suite, plugins) -> None:
             # Checked here: at run time a bad name only disables the logit-norm curve, with a warning.
             raise ConfigError(plugins.registry("datasets").unknown_message(monitor), file=suite.path,
                               key=f"experiments.{exp.name}.train.monitor_ood")
+        if monitor is not None:
+            _needs_no_params(plugins, monitor, suite.path, f"experiments.{exp.name}.train.monitor_ood")
         if exp.select is not None and exp.select.ood_dataset not in plugins.registry("datasets"):
             raise ConfigError(plugins.registry("datasets").unknown_message(exp.select.ood_dataset),
                               file=suite.path, key=f"experiments.{exp.name}.select.ood_dataset")
         if exp.select is not None:
             exp.select.ood_dataset = plugins.registry("datasets").canonical(exp.select.ood_dataset)
+            _needs_no_params(plugins, exp.select.ood_dataset, suite.path, f"experiments.{exp.name}.select.ood_dataset")
         key = f"experiments.{exp.name}.matrix"
         if exp.select is not None:  # every candidate value must be valid too
             exp.candidates = [[resolve(with_param(c, exp.select.param, v), key) for v in exp.select.values]
@@ -1010,6 +1022,7 @@ def _check_outliers(exp: Experiment, fname: str, plugins) -> None:
     datasets = plugins.registry("datasets")
     if spec.dataset not in datasets:
         raise ConfigError(datasets.unknown_message(spec.dataset), file=fname, key=f"{key}.dataset")
+    _needs_no_params(plugins, spec.dataset, fname, f"{key}.dataset")
     splits = tuple(datasets.build(spec.dataset).splits)
     if spec.split not in splits:
         raise ConfigError(f"got {spec.split!r}; expected a split of {spec.dataset} ({', '.join(splits)})",
@@ -1020,6 +1033,19 @@ def _check_outliers(exp: Experiment, fname: str, plugins) -> None:
             raise ConfigError(f"loss {loss!r} does not take outliers (its class does not set uses_outliers); "
                               "expected train.outliers only in experiments whose losses all learn from them",
                               file=fname, key=f"{key}.dataset")
+
+
+def _needs_no_params(plugins, name: str, fname: str, key: str) -> None:
+    """A dataset named where no params can be given (``monitor_ood``, ``select.ood_dataset``,
+    ``train.outliers``) must be one that needs none (not ``image_folder``, whose ``root`` is required)."""
+    from logitnorm_bench.params import resolve_dataset_params
+
+    try:
+        resolve_dataset_params(plugins.registry("datasets").get(name), {}, file=fname, key=key)
+    except ConfigError as exc:
+        message = str(exc).removeprefix(f"{exc.file}:{exc.key}: ")
+        raise ConfigError(f"{message}; expected a dataset that needs no parameters here (dataset params are "
+                          "set only in the matrix)", file=fname, key=key) from None
 
 
 def recipe_dict(recipe: TrainRecipe) -> dict:

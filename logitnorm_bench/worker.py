@@ -10,7 +10,6 @@ grid goes on.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from logitnorm_bench.devices import resolve_device
 from logitnorm_bench.errors import OodBenchError
 from logitnorm_bench.evaluation import Evaluator, forward_pass, sample_indices
 from logitnorm_bench.loading import InMemory, image_set
-from logitnorm_bench.plan import EvaluationCell, TrainingRun, WorkItem
+from logitnorm_bench.plan import EvaluationCell, TrainingRun, WorkItem, plain
 from logitnorm_bench.plugins import get_plugins
 from logitnorm_bench.records import Record, ResultsDir, atomic_torch_save, load_state_or_set_aside, provenance
 from logitnorm_bench.suite import Loading
@@ -127,7 +126,7 @@ def _execute(item: WorkItem, reporter: progress.RunReporter) -> dict:
     summary = {"run_id": run.run_id, "trained": False, "records_ok": 0, "records_failed": 0, "error": None}
     run_dir = results.run_dir(run.run_id)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    tracked = TrackedRun(run_id=run.run_id, label=run.label(), suite=item.suite_name, config=asdict(run),
+    tracked = TrackedRun(run_id=run.run_id, label=run.label(), suite=item.suite_name, config=plain(run),
                          results=Path(item.results_root).resolve(), mode="train")
     events = _RunEvents(reporter, Trackers(item.trackers, plugins, tracked), tracked, len(cells),
                         f"{run.id_dataset}/{run.arch}")
@@ -152,11 +151,11 @@ def _execute(item: WorkItem, reporter: progress.RunReporter) -> dict:
 
     with FileLock(str(run_dir.with_suffix(".lock"))):  # two workers never train the same run at once
         info = results.read_run(run.run_id) or {}
-        base = {"run": asdict(run), "provenance": provenance(plugins, dev)}
+        base = {"run": plain(run), "provenance": provenance(plugins, dev)}
         t_train, id_test = 0.0, None
         try:
             sources = DataSources(plugins, run.smoke, holdout=0 if run.weights else run.train.get("holdout", 0))
-            id_source = sources(run.id_dataset)
+            id_source = sources(run.id_dataset, run.id_dataset_params)
             loss_fn = plugins.losses.build(run.loss, **run.loss_params)
             model = build_model(plugins, run.arch, run.arch_params, loss_fn, id_source, run.seed)
             torch.set_num_threads(choose_threads(item.threads, model))
@@ -225,7 +224,7 @@ def _execute(item: WorkItem, reporter: progress.RunReporter) -> dict:
                 continue
             if split == "val":  # a selection's validation: ID val images vs the OOD set's val split
                 source_for = ValidationSources(sources, split_cells[0].evaluation)
-                eval_id_source = source_for(run.id_dataset)
+                eval_id_source = source_for(run.id_dataset, run.id_dataset_params)
             else:
                 source_for, eval_id_source = sources, id_source
             evaluator = Evaluator(model, eval_id_source, ctx, plugins, dev, split_cells[0].evaluation,
@@ -283,7 +282,8 @@ def make_record(run: TrainingRun, cell: EvaluationCell, suite: str, dev, plugins
         ood_dataset=cell.ood_dataset, ood_group=cell.ood_group, seed=run.seed, weights=run.weights,
         split=cell.split, selection=cell.selection, train=run.train, evaluation=cell.evaluation,
         provenance=dict(provenance(plugins, dev), config_hash=run.run_id, cell_hash=cell.cell_id),
-        train_seconds=train_seconds, created=_now(), **outcome)
+        train_seconds=train_seconds, created=_now(), id_dataset_params=run.id_dataset_params or None,
+        ood_dataset_params=cell.ood_dataset_params or None, **outcome)
 
 
 def describe_error(exc: BaseException) -> str:

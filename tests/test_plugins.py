@@ -39,7 +39,7 @@ EXAMPLE_DIST = "ood-bench-example-plugin 0.1.0"
 DOCS = ROOT / "docs" / "plugins.md"
 BUILTIN_DIST = f"ood-bench {version('ood-bench')}"
 BUILTIN_PLUGINS = {"paper_datasets", "paper_architectures", "paper_losses", "paper_detectors", "paper_report",
-                   "executors", "suites", "trackers", "pytorch_ood_detectors", "pytorch_ood_losses",
+                   "core_datasets", "executors", "suites", "trackers", "pytorch_ood_detectors", "pytorch_ood_losses",
                    "pytorch_ood_datasets", "openood_datasets", "openood_architectures", "openood_suites",
                    "openood_report"}
 PLUGIN_ENV = ("OOD_BENCH_PLUGINS", "OOD_BENCH_STRICT_PLUGINS")
