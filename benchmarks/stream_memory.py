@@ -3,8 +3,9 @@
 Each measurement is one fresh process running ``api.run`` (the harness's worker: shared pass, the
 detectors' own passes, records and per-sample scores) on given weights of a small model
 (``digits_mlp``, width 64, random init) with the folder as the ID test set and ``uniform_noise``
-(2,000 images) as the OOD set.  The folders are synthetic 32x32 RGB PNGs in 10 class folders,
-written once into ``--cache`` (200k PNGs take a few minutes and about 1 GiB).  Streamed
+(2,000 images) as the OOD set.  The folders are synthetic 32x32 RGB PNGs in 10 class folders
+(``ROOT/test/classK/``), written once into ``--cache`` (200k PNGs take a few minutes and about 1 GiB)
+and read by the built-in ``image_folder`` dataset (``id_dataset_params: {root: ROOT}``).  Streamed
 (``--stream-above-mb 0``) for every size; the in-memory path beside it up to ``--in-memory-up-to``
 images (its memory grows with the set: 200k images are 2.3 GiB of float32 before any copy).
 
@@ -30,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as C  # noqa: E402
-from stream_folders import png_folder, register_folders, seeded_model  # noqa: E402
+from stream_folders import png_folder  # noqa: E402
 
 ARCH, ARCH_PARAMS = "digits_mlp", {"width": 64}
 
@@ -44,18 +45,23 @@ def measure(spec: dict) -> dict:
     import torch
 
     from logitnorm_bench import api
+    from logitnorm_bench.plugins import get_plugins
     from logitnorm_bench.records import ResultsDir
+    from logitnorm_bench.train import build_model
 
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
-    register_folders({"stream_bench": {"test": Path(spec["folder"])}})
+    plugins = get_plugins()
+    folder = {"root": spec["folder"]}
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "weights.pt"
-        torch.save(seeded_model(ARCH, ARCH_PARAMS).net.state_dict(), weights)
+        model = build_model(plugins, ARCH, ARCH_PARAMS, plugins.losses.build("ce"),
+                            plugins.datasets.build("image_folder", **folder), 0)
+        torch.save(model.net.state_dict(), weights)
         suite = {"suite": "stream_memory", "version": 1,
                  "defaults": {"evaluation": {"batch_size": spec["batch_size"], "ood_samples": spec["ood"]}},
                  "experiments": {"e": {"matrix": {
-                     "id_dataset": ["stream_bench"], "arch": [ARCH], "arch_params": [ARCH_PARAMS], "loss": ["ce"],
+                     "id_dataset": ["image_folder"], "id_dataset_params": [folder], "arch": [ARCH], "arch_params": [ARCH_PARAMS], "loss": ["ce"],
                      "detector": spec["detectors"], "ood_dataset": ["uniform_noise"], "seed": [0],
                      "weights": [str(weights)]}}}}
         t0 = time.perf_counter()
@@ -106,7 +112,7 @@ def main(argv=None) -> int:
         sizes, args.in_memory_up_to, args.batch_size, ood = [40, 80], 40, 16, 20
     dev = C.setup(args, "Streaming: evaluation peak RSS vs the number of on-disk images")
     t0 = time.perf_counter()
-    folders = {n: png_folder(args.cache, f"png-{n}", n, seed=n) for n in sizes}
+    folders = {n: png_folder(args.cache / f"png-{n}" / "test", n, seed=n).parent for n in sizes}
     print(f"folders ready in {time.perf_counter() - t0:.1f}s under {args.cache}; model {ARCH} {ARCH_PARAMS}, "
           f"detectors {args.detectors}, OOD uniform_noise x {ood}, batch size {args.batch_size}, "
           f"loader workers {args.loader_workers}")

@@ -4,7 +4,7 @@ The data: 50,000 training and 10,000 test images, 3x32x32, plus 2,000 OOD images
 class folders (written once into ``--cache``).  PNG, not a tensor file, because that is what
 streaming is for: a user's own folder of images, decoded as it is read.  (A tensor file would be
 read by the in-memory path in one go and make the comparison one of memory copies.)  Both paths
-read the same ``ImageFolder`` datasets through the harness's own code:
+read the same built-in ``image_folder`` datasets through the harness's own code:
 
 * in memory: ``materialize`` once (the decoding is timed, and for evaluation included), then
   tensor indexing, as the harness does below ``stream_above_mb``;
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 import _common as C  # noqa: E402
-from stream_folders import FolderSource, png_folder  # noqa: E402
+from stream_folders import png_folder  # noqa: E402
 
 
 def evaluate(model, sources: dict, loading, batch_size: int, device):
@@ -87,10 +87,13 @@ def main(argv=None) -> int:
     from logitnorm_bench.train import materialize
 
     t0 = time.perf_counter()
-    roots = {name: png_folder(args.cache, f"cifar-{name}-{n}", n, seed=seed)
-             for name, n, seed in (("train", args.n_train, 1), ("test", args.n_test, 2), ("ood", args.n_ood, 3))}
-    sources = {"id": FolderSource({"train": roots["train"], "test": roots["test"]}),
-               "ood": FolderSource({"test": roots["ood"]})}
+    from logitnorm_bench.image_folder import ImageFolder
+
+    cifar = args.cache / f"cifar-{args.n_train}-{args.n_test}"  # train/ and test/ of class folders: an ID set
+    png_folder(cifar / "train", args.n_train, seed=1)
+    png_folder(cifar / "test", args.n_test, seed=2)
+    ood = png_folder(args.cache / f"cifar-ood-{args.n_ood}", args.n_ood, seed=3)  # no split folders: OOD only
+    sources = {"id": ImageFolder(str(cifar)), "ood": ImageFolder(str(ood))}
     print(f"folders ready in {time.perf_counter() - t0:.1f}s under {args.cache}; model {C.arch_name(args.tiny)}, "
           f"{args.n_train} train / {args.n_test} test / {args.n_ood} OOD PNGs, loader workers {args.loader_workers}")
     in_memory, streamed = Loading(stream_above_mb=1e9), Loading(stream_above_mb=0, loader_workers=args.loader_workers)
@@ -108,7 +111,7 @@ def main(argv=None) -> int:
     t_load, (x, y) = C.timed(lambda: materialize(train_ds), dev)
     hist_mem, state_mem = train_epochs(C.wrn(args.tiny), x, y, recipe, dev)
     del x, y
-    data = image_set(train_ds, FolderSource.input_shape, streamed, dev)
+    data = image_set(train_ds, sources["id"].input_shape, streamed, dev)
     hist_st, state_st = train_epochs(C.wrn(args.tiny), data, None, recipe, dev)
     # GPU training is not bitwise reproducible from one run to the next (cuDNN), so only a CPU checks it.
     same_weights = all(torch.equal(state_mem[k], state_st[k]) for k in state_mem) if dev.type == "cpu" else None

@@ -275,7 +275,7 @@ def test_stream_speed_tiny(tmp_path, capsys):
         assert len(cells) == 4 and all(float(c) > 0 for c in cells[1:]), cells
     assert table_rows(out, "scores bitwise equal") == [["scores bitwise equal", "yes"]]
     assert table_rows(out, "weights bitwise equal") == [["weights bitwise equal after training", "yes"]]
-    assert len(list((tmp_path / "cifar-train-96").glob("class*/*.png"))) == 96
+    assert len(list((tmp_path / "cifar-96-48" / "train").glob("class*/*.png"))) == 96
 
 
 @pytest.mark.slow  # three fresh Python processes
