@@ -172,6 +172,34 @@ def test_a_suite_streamed_gives_byte_identical_records_scores_and_leaderboard(tm
     assert len(run_json["history"]) == 2 and "logit_norm_ood" in run_json["history"][0]
 
 
+def test_a_users_png_folder_trained_and_evaluated_streamed_gives_the_same_results(tmp_path):
+    """The case streaming is for: image_folder PNGs decoded in loader workers, for training and evaluation."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 120), ("test", 50)):
+        for i in range(n):  # 3 classes told apart by their brightness, so the training is not at chance
+            k = i % 3
+            folder = tmp_path / "pets" / split / f"c{k}"
+            folder.mkdir(parents=True, exist_ok=True)
+            pixels = np.clip(rng.normal(40 + 80 * k, 30, size=(12, 12, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+    doc = tiny_suite_doc(epochs=2, ood_samples=40, id_val_samples=30, id_dataset=["image_folder"],
+                         id_dataset_params=[{"root": str(tmp_path / "pets"), "image_size": 8}], loss=["ce"],
+                         detector=["msp", "odin", "knn"], ood_dataset=["uniform_noise"])
+    doc["defaults"]["train"].update(batch_size=32, hflip=True)
+    suite = tmp_path / "pets.yaml"
+    suite.write_text(yaml.safe_dump(doc, sort_keys=False))
+    common = ["run", str(suite), "--device", "cpu", "--progress", "off"]
+    assert main([*common, "--results", str(tmp_path / "mem")]) == 0
+    assert main([*common, "--results", str(tmp_path / "st"), "--stream-above-mb", "0"]) == 0
+    mem, st = _contents(tmp_path / "mem"), _contents(tmp_path / "st")
+    assert sum(k.endswith(".scores.npz") for k in mem) == 3 and mem.keys() == st.keys()
+    for key in mem:
+        assert mem[key] == st[key], key
+
+
 def test_the_streamed_evaluation_never_loads_a_whole_set(tmp_path, monkeypatch):
     """With streaming, only the bounded samples (none in evaluation) go through materialize."""
     import logitnorm_bench.train as train_module
