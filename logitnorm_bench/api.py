@@ -53,16 +53,38 @@ class RunOutcome:
                 f"{self.records_failed} failed in {self.seconds:.1f}s; leaderboard: {self.leaderboard}")
 
 
+def _loading(loading: dict, stream_above_mb, loader_workers) -> dict:
+    """The suite's ``defaults.loading`` with the options given (checked as the suite's keys are)."""
+    import dataclasses
+
+    from logitnorm_bench.suite import Loading
+
+    given = {}
+    if stream_above_mb is not None:
+        if (isinstance(stream_above_mb, bool) or not isinstance(stream_above_mb, (int, float))
+                or not (math.isfinite(stream_above_mb) and stream_above_mb >= 0)):
+            raise ConfigError(f"--stream-above-mb {stream_above_mb!r}: expected a non-negative number of MiB")
+        given["stream_above_mb"] = float(stream_above_mb)
+    if loader_workers is not None:
+        if isinstance(loader_workers, bool) or not isinstance(loader_workers, int) or loader_workers < 0:
+            raise ConfigError(f"--loader-workers {loader_workers!r}: expected a non-negative integer")
+        given["loader_workers"] = loader_workers
+    return dataclasses.asdict(Loading(**dict(loading, **given)))
+
+
 def run(suite, results: str | Path | None = None, *, overrides: Iterable[str] = (), smoke: bool = False,
         data: str | Path | None = None, device: str = "auto", overwrite: str = "only-missing",
         executor: str = "local", executor_options: dict | None = None, download: bool = True,
         wait: float = 0, threads: int | None = None, trackers: Iterable = (), progress: str = "lines",
-        log_file: bool = True) -> RunOutcome:
+        log_file: bool = True, stream_above_mb: float | None = None,
+        loader_workers: int | None = None) -> RunOutcome:
     """Run what is missing of ``suite`` (a bundled suite's name, a YAML path, a mapping with a suite
     file's content, or a loaded ``Suite``).
 
     ``threads``: torch threads per training run; None (auto) gives a small model one thread and a
     large one the cores this process or worker has (see ``worker.choose_threads``).
+    ``stream_above_mb``, ``loader_workers``: override the suite's ``defaults.loading`` (streaming of
+    large sets; the results are the same either way).
     ``trackers``: names, or ``(name, {option: value})`` pairs, added to the suite's own ``trackers``.
     ``progress``: ``lines`` (periodic lines through :mod:`logging`), ``bars`` (tqdm, on a terminal)
     or ``off``.  ``log_file``: write this call's log at DEBUG level to ``results/logs/``.  Progress
@@ -87,6 +109,7 @@ def run(suite, results: str | Path | None = None, *, overrides: Iterable[str] = 
     from logitnorm_bench.summary import summarize
 
     suite_obj, plan = load_plan(suite, overrides=overrides, smoke=smoke)  # before plugins: bad files fail fast
+    plan.loading = _loading(plan.loading, stream_above_mb, loader_workers)
     plugins = get_plugins()
     if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not (math.isfinite(wait) and wait >= 0):
         raise ConfigError(f"--wait {wait:g}: expected a non-negative, finite number of seconds")
@@ -152,7 +175,8 @@ def _check_writable(results: Path) -> None:
 def evaluate(model, *, id_dataset: str, ood_datasets: Iterable[str], detectors: Iterable,
              data: str | Path | None = None, device: str = "cpu", evaluation: dict | None = None,
              features: Callable | None = None, head: Callable | None = None, normalize: bool = True,
-             seed: int = 0, download: bool = True, smoke: bool = False):
+             seed: int = 0, download: bool = True, smoke: bool = False, stream_above_mb: float | None = None,
+             loader_workers: int | None = None):
     """Score ``model`` with registered detectors; a DataFrame, one row per detector x OOD set.
 
     ``model``: any classifier ``nn.Module`` taking images in [0, 1] normalised with the ID dataset's
@@ -162,7 +186,7 @@ def evaluate(model, *, id_dataset: str, ood_datasets: Iterable[str], detectors: 
     pairs.  ``evaluation``: the suite's evaluation protocol fields (``ood_samples``,
     ``sample_seed``, ``batch_size``, ...).  The columns are the leaderboard's (metrics in percent,
     plus an ``average`` row per detector over the OOD sets); on the same weights the numbers equal
-    those ``ood-bench run`` records.
+    those ``ood-bench run`` records.  ``stream_above_mb``, ``loader_workers``: as for :func:`run`.
     """
     pd = _pandas("evaluate()")
     from torch import nn
@@ -208,7 +232,10 @@ def evaluate(model, *, id_dataset: str, ood_datasets: Iterable[str], detectors: 
     if not cells:
         raise ConfigError("detectors: expected at least one detector name")
     ctx = DataContext(root=Path(data) if data is not None else _default_data(), download=download, seed=seed)
-    evaluator = Evaluator(wrapped, id_source, ctx, plugins, dev, protocol, source_for=sources)
+    from logitnorm_bench.suite import Loading
+
+    loading = Loading(**_loading({}, stream_above_mb, loader_workers))
+    evaluator = Evaluator(wrapped, id_source, ctx, plugins, dev, protocol, source_for=sources, loading=loading)
     records = [make_record(run, cell, "", dev, plugins, {k: v for k, v in result.items() if k != "scores"},
                            0.0).to_json()
                for cell, result in evaluator.evaluate(cells)]

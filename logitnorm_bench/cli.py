@@ -117,6 +117,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--threads", default="auto", metavar="N|auto",
                    help="torch threads per training run (default auto: 1 for a small model, else the cores "
                         "available to each worker); recorded in every record")
+    p.add_argument("--stream-above-mb", type=float, default=None, metavar="MB",
+                   help="stream a set through a DataLoader when its float32 tensor would exceed MB MiB "
+                        "(default: the suite's defaults.loading, else 1024; 0 streams every set; same results)")
+    p.add_argument("--loader-workers", type=int, default=None, metavar="N",
+                   help="DataLoader worker processes of a streamed set (default: the suite's, else 2)")
     p.add_argument("--tracker", dest="trackers", action="append", default=[], metavar="NAME",
                    help="an experiment tracker told about every training run, e.g. tensorboard or mlflow "
                         "(repeatable; added to the suite's trackers; see: ood-bench list trackers)")
@@ -278,7 +283,8 @@ def cmd_run(args) -> int:
     outcome = api.run(args.suite, args.results, overrides=args.overrides, smoke=args.smoke, data=args.data,
                       device=args.device, overwrite=args.overwrite, executor=args.executor,
                       executor_options=options, download=not args.no_download, wait=args.wait, threads=threads,
-                      trackers=args.trackers, progress=progress)
+                      trackers=args.trackers, progress=progress, stream_above_mb=args.stream_above_mb,
+                      loader_workers=args.loader_workers)
     print(outcome.headline())
     print(outcome.summary.render())
     print(f"next: ood-bench tables {outcome.results}   ood-bench report {outcome.results}")

@@ -138,10 +138,11 @@ class _ValidationView:
         return Subset(train, idx.tolist())
 
 
-def outlier_images(sources: DataSources, recipe: dict, ctx):
+def outlier_images(sources: DataSources, recipe: dict, ctx, load=None):
     """The training outliers of ``recipe["outliers"]`` (None when it has none): a seeded sample of the
     dataset's split in a seeded random order (Outlier Exposure reads its 300K random images in their
-    shuffled order), as one tensor; ``ctx.seed`` (the run's seed) seeds both."""
+    shuffled order), as one tensor, or as ``load(dataset)`` makes them (the worker's: streamed when
+    large); ``ctx.seed`` (the run's seed) seeds both."""
     import torch
 
     from logitnorm_bench.train import materialize
@@ -154,6 +155,8 @@ def outlier_images(sources: DataSources, recipe: dict, ctx):
         raise ValueError(f"outliers: {spec['dataset']} ({spec['split']}) has no images")
     k = len(ds) if spec.get("samples") is None else min(spec["samples"], len(ds))
     order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(ctx.seed))[:k]
+    if load is not None:
+        return load(Subset(ds, order.tolist()))
     x, _ = materialize(Subset(ds, order.tolist()))
     return x
 

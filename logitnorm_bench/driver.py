@@ -92,7 +92,8 @@ def run_plan(plan: Plan, results_root: Path, data_root: Path, device: str, overw
                         raise ConfigError(f"--executor {executor}: {exc}") from None
                 items = [WorkItem(run, cells, str(results_root), str(data_root), device, overwrite, index=i + 1,
                                   total=len(jobs), download=download, suite_name=plan.suite, threads=threads,
-                                  trackers=[list(t) for t in trackers or ()], observe=observe)
+                                  trackers=[list(t) for t in trackers or ()], observe=observe,
+                                  loading=plan.loading)
                          for i, (run, cells) in enumerate(jobs)]
                 monitor.add_runs((it.run.run_id, f"{it.index}/{it.total} {it.run.label()}",
                                   0 if it.run.weights else it.run.train.get("epochs", 0), len(it.cells),

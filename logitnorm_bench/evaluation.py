@@ -12,6 +12,11 @@ For one trained model and the cells it serves:
   detector (:class:`~logitnorm_bench.components.FitData`);
 * a detector gets penultimate features only if it declared ``needs_features``;
 * every cell's raw scores are returned for the record (``scores``), so any metric can be recomputed.
+
+A set larger than ``stream_above_mb`` (:class:`~logitnorm_bench.suite.Loading`) is streamed
+(:mod:`logitnorm_bench.loading`): every pass above reads it batch by batch, and only the per-image
+outputs (logits, features when asked for, labels, scores) are kept; the results are bitwise those
+of the in-memory path.
 """
 
 from __future__ import annotations
@@ -25,19 +30,21 @@ from typing import Any, Iterator
 
 import torch
 from torch import nn
-from torch.utils.data import Subset, TensorDataset
+from torch.utils.data import Subset
 
 from logitnorm_bench import metrics
 from logitnorm_bench.components import DataContext, FitData, FitOutputs, ModelOutputs
-from logitnorm_bench.train import materialize
+from logitnorm_bench.loading import ImageSet, InMemory, batches_of, image_set
+from logitnorm_bench.suite import Loading
 
 
 @torch.no_grad()
-def forward_pass(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device,
+def forward_pass(model: nn.Module, x, batch_size: int, device: torch.device,
                  with_features: bool) -> ModelOutputs:
+    """Logits (and features) of ``x``: a tensor of images or an :class:`~logitnorm_bench.loading.ImageSet`."""
     logits, feats = [], []
-    for i in range(0, x.shape[0], batch_size):
-        xb = x[i:i + batch_size].to(device, non_blocking=True)
+    for xb in batches_of(x, batch_size):
+        xb = xb.to(device, non_blocking=True)
         f = model.features(xb)
         logits.append(model.head(f).float().cpu())
         if with_features:
@@ -48,20 +55,23 @@ def forward_pass(model: nn.Module, x: torch.Tensor, batch_size: int, device: tor
 SCORES_CONTRACT = "a detector returns a 1-D float tensor, one score per input, higher = more in-distribution"
 
 
-def score_set(detector, model: nn.Module, x: torch.Tensor, outputs: ModelOutputs, batch_size: int,
+def score_set(detector, model: nn.Module, x, outputs: ModelOutputs, batch_size: int,
               device: torch.device) -> torch.Tensor:
-    """Scores of one detector on one set: from the shared outputs, or with its own input pass."""
+    """Scores of one detector on one set: from the shared outputs, or with its own input pass over ``x``
+    (a tensor of images or an :class:`~logitnorm_bench.loading.ImageSet`, read again only then)."""
     chunks = []
     method = f"{type(detector).__name__}.{'score_inputs' if detector.needs_input_grad else 'score_outputs'}"
-    # Features only for a detector that asked for them (another one's request must not leak to it).
-    with_features = bool(detector.needs_features) and outputs.features is not None
-    for i in range(0, x.shape[0], batch_size):
-        if detector.needs_input_grad:
-            s = detector.score_inputs(model, x[i:i + batch_size].to(device))
-        else:
+    if detector.needs_input_grad:
+        for xb in batches_of(x, batch_size):
+            chunks.append(as_scores(detector.score_inputs(model, xb.to(device)), xb.shape[0], method))
+    else:
+        # Features only for a detector that asked for them (another one's request must not leak to it).
+        with_features = bool(detector.needs_features) and outputs.features is not None
+        n = outputs.logits.shape[0]
+        for i in range(0, n, batch_size):
             feats = outputs.features[i:i + batch_size].to(device) if with_features else None
             s = detector.score_outputs(ModelOutputs(outputs.logits[i:i + batch_size].to(device), feats), model)
-        chunks.append(as_scores(s, min(batch_size, x.shape[0] - i), method))
+            chunks.append(as_scores(s, min(batch_size, n - i), method))
     scores = torch.cat(chunks)
     if not torch.isfinite(scores).all():
         bad = int((~torch.isfinite(scores)).sum())
@@ -127,15 +137,24 @@ class Evaluator:
     plugins: Any
     device: torch.device
     protocol: dict
-    id_test: tuple[torch.Tensor, torch.Tensor] | None = None  #: the ID test images, if the caller has them
+    #: the ID test images, if the caller has them: (images, labels) or an ImageSet
+    id_test: tuple[torch.Tensor, torch.Tensor] | ImageSet | None = None
     source_for: Any = None  #: name -> DatasetSource (the runner's, so smoke mode can swap them)
     cache_dir: Path | None = None  #: where the ID training outputs are cached (the run's folder)
     run_metrics: dict = field(default_factory=dict)
+    loading: Loading | None = None  #: which sets are streamed (None: the defaults)
+
+    def _images(self, ds) -> ImageSet:
+        """A dataset as this evaluation reads it: in memory, or streamed when large."""
+        return image_set(ds, self.id_source.input_shape, self.loading, self.device)
 
     def evaluate(self, cells: list) -> Iterator[tuple[Any, dict]]:
         model, dev, bs = self.model.eval().to(self.device), self.device, self.protocol["batch_size"]
         t0 = time.perf_counter()
-        id_x, id_y = self.id_test or materialize(self.id_source.build("test", self.ctx))
+        if self.id_test is None:
+            id_x = self._images(self.id_source.build("test", self.ctx))
+        else:
+            id_x = self.id_test if isinstance(self.id_test, ImageSet) else InMemory(*self.id_test)
         detectors: dict[str, Any] = {}
         names: dict[str, str] = {}
         for c in cells:
@@ -145,7 +164,7 @@ class Evaluator:
                 detectors[key] = self.plugins.detectors.build(c.detector, **c.detector_params)
         with_features = any(d.needs_features for d in detectors.values())
         id_out = forward_pass(model, id_x, bs, dev, with_features)
-        self.run_metrics = self._id_metrics(id_out, id_y)
+        self.run_metrics = self._id_metrics(id_out, id_x.labels())
         fit_info: dict[str, dict] = {}
         id_scores: dict[str, torch.Tensor] = {}
         errors: dict[str, str] = {}
@@ -197,7 +216,7 @@ class Evaluator:
                     "run_metrics": dict(self.run_metrics, **per_set),
                     "detector_fit": fit_info.get(key, {}),
                     "score_hist": histogram(id_scores[key], torch.cat(ood_scores), self.protocol["score_hist_bins"]),
-                    "n_id": int(id_x.shape[0]), "n_ood": int(samples[0].shape[0]),
+                    "n_id": len(id_x), "n_ood": len(samples[0]),
                     "eval_seconds": {"id_pass_and_scores": id_seconds, "ood_pass": pass_seconds,
                                      "ood_scores": time.perf_counter() - t2},
                     "scores": {"id": id_scores[key], "ood": ood_scores},
@@ -228,7 +247,7 @@ class Evaluator:
         result["chance_acc"] = 1.0 / out.logits.shape[1]
         return result
 
-    def _ood_images(self, name: str, draw: int = 0, params: dict | None = None) -> torch.Tensor:
+    def _ood_images(self, name: str, draw: int = 0, params: dict | None = None) -> ImageSet:
         source = self.source_for(name, params) if params else self.source_for(name)
         if tuple(source.input_shape) != tuple(self.id_source.input_shape):
             raise ValueError(f"its images are {tuple(source.input_shape)}, the ID dataset's are "
@@ -237,8 +256,7 @@ class Evaluator:
         if len(ds) == 0:
             raise ValueError("the dataset has no items")
         idx = sample_indices(len(ds), self.protocol["ood_samples"], self.protocol["sample_seed"] + draw)
-        x, _ = materialize(Subset(ds, idx.tolist()) if len(idx) < len(ds) else ds)
-        return x
+        return self._images(Subset(ds, idx.tolist()) if len(idx) < len(ds) else ds)
 
     def _fit_data(self, with_features: bool) -> tuple[FitData, dict]:
         """The ID data every fitted detector of this model shares (see :class:`FitData`), and where its
@@ -255,12 +273,12 @@ class Evaluator:
         else:
             ds, split = self.id_source.build("train", self.ctx), "train"
         idx = sample_indices(len(ds), k, self.protocol["sample_seed"] + 1)
-        val_x, val_y = materialize(Subset(ds, idx.tolist()))
-        origin = {"split": split, "images": int(val_x.shape[0]), "seen_in_training": split == "train"}
-        val_out = forward_pass(self.model, val_x, bs, self.device, with_features)
+        val = self._images(Subset(ds, idx.tolist()))
+        origin = {"split": split, "images": len(val), "seen_in_training": split == "train"}
+        val_out = forward_pass(self.model, val, bs, self.device, with_features)
         return FitData(self.model, self.device, id_train=self._train_outputs(with_features),
-                       id_val=TensorDataset(val_x, val_y),
-                       id_val_outputs=FitOutputs(val_out.logits, val_y, val_out.features, len(ds)),
+                       id_val=val.dataset(),  # a streamed one is read from disk again by a detector that tunes
+                       id_val_outputs=FitOutputs(val_out.logits, val.labels(), val_out.features, len(ds)),
                        batch_size=bs), origin
 
     def _train_outputs(self, with_features: bool) -> FitOutputs:
@@ -278,10 +296,10 @@ class Evaluator:
                 return FitOutputs(cached["logits"], cached["labels"], cached["features"], int(cached["total"]))
         ds = self.id_source.build("train", self.ctx)
         idx = sample_indices(len(ds), k, seed)
-        x, y = materialize(Subset(ds, idx.tolist()) if len(idx) < len(ds) else ds)
+        x = self._images(Subset(ds, idx.tolist()) if len(idx) < len(ds) else ds)
         out = forward_pass(self.model, x, self.protocol["batch_size"], self.device, with_features)
+        fit = FitOutputs(out.logits, x.labels(), out.features, len(ds))
         del x
-        fit = FitOutputs(out.logits, y, out.features, len(ds))
         if path is not None:
             atomic_torch_save(path, {"logits": fit.logits, "labels": fit.labels, "features": fit.features,
                                      "total": fit.total})

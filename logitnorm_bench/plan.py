@@ -106,6 +106,7 @@ class WorkItem:
     threads: int | None = None  #: torch threads for the run; None = auto (worker.choose_threads)
     trackers: list | None = None  #: ``[[name, options], ...]``: the trackers told about this run
     observe: dict | None = None  #: where its log records and progress go (logs.worker_logging)
+    loading: dict | None = None  #: how its sets are read (suite.Loading fields); None = the defaults
 
     def to_payload(self) -> dict:
         payload = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -137,6 +138,7 @@ class Plan:
     runs: list[TrainingRun]
     cells: list[EvaluationCell]
     selections: list[SelectionGroup] = field(default_factory=list)
+    loading: dict = field(default_factory=dict)  #: the suite's ``defaults.loading`` (not in any identity)
 
     def cells_of(self, run_id: str) -> list[EvaluationCell]:
         return [c for c in self.cells if c.run_id == run_id]
@@ -274,7 +276,8 @@ def make_plan(suite: Suite, plugins, smoke: bool = False) -> Plan:
                 tests = group.test_cells.setdefault(vkey, [])
                 if all(t.cell_id != test_cell.cell_id for t in tests):
                     tests.append(test_cell)
-    return Plan(suite.name, list(runs.values()), list(cells.values()), list(groups.values()))
+    return Plan(suite.name, list(runs.values()), list(cells.values()), list(groups.values()),
+                loading=asdict(suite.loading))
 
 
 def load_plan(suite, *, overrides: Iterable[str] = (), smoke: bool = False, plugins=None):

@@ -7,6 +7,7 @@ Every error is one line ``FILE:KEY.PATH: got VALUE; expected ...``.  The format:
     defaults:
       train: {...}              # training recipe (TrainRecipe fields)
       evaluation: {...}         # evaluation protocol (EvalProtocol fields)
+      loading: {...}            # how sets are read (Loading fields; never part of a run's identity)
     experiments:
       table1:
         matrix:                 # lists; the grid is their product (GitHub Actions semantics)
@@ -154,6 +155,29 @@ class EvalProtocol:
 
 
 @dataclass
+class Loading:
+    """How image sets are read (``defaults.loading``; ``--stream-above-mb``, ``--loader-workers``).
+
+    Not part of any run's or cell's identity: streamed and in-memory sets give bitwise the same
+    results (see docs/performance.md, "Streaming").
+    """
+
+    #: a set whose float32 tensor would exceed this many MiB is streamed through a DataLoader;
+    #: smaller sets are loaded into memory once (the fast path); 0 streams every set
+    stream_above_mb: float = 1024.0
+    loader_workers: int = 2  #: DataLoader worker processes of a streamed set; 0 = read in the run's process
+
+
+def check_loading(loading: "Loading", fname: str, key: str) -> None:
+    if not loading.stream_above_mb >= 0:
+        raise ConfigError(f"got {_show(loading.stream_above_mb)}; expected a non-negative number of MiB",
+                          file=fname, key=f"{key}.stream_above_mb")
+    if loading.loader_workers < 0:
+        raise ConfigError(f"got {_show(loading.loader_workers)}; expected a non-negative integer",
+                          file=fname, key=f"{key}.loader_workers")
+
+
+@dataclass
 class Combo:
     """One matrix combination, normalised."""
 
@@ -209,6 +233,7 @@ class Suite:
     resolved: bool = False
     #: ``[(name, options)]``: the experiment trackers told about every training run (``trackers:``)
     trackers: list = field(default_factory=list)
+    loading: Loading = field(default_factory=Loading)  #: ``defaults.loading``
 
 
 # ------------------------------------------------------------------------------------------
@@ -419,8 +444,10 @@ def parse_suite(doc: Any, fname: str, overrides: list[str] = (), plugins=None) -
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"got {_show(name)}; expected the suite's name (a string)", file=fname, key="suite")
     defaults = doc.get("defaults") or {}
-    _expect(defaults, dict, fname, "defaults", "a mapping with train / evaluation")
-    _check_keys(defaults, {"train", "evaluation"}, fname, "defaults")
+    _expect(defaults, dict, fname, "defaults", "a mapping with train / evaluation / loading")
+    _check_keys(defaults, {"train", "evaluation", "loading"}, fname, "defaults")
+    loading = build_dataclass(Loading, defaults.get("loading") or {}, fname, "defaults.loading")
+    check_loading(loading, fname, "defaults.loading")
     for section, cls in (("train", TrainRecipe), ("evaluation", EvalProtocol)):
         # On their own first: an error in the defaults names defaults.SECTION.FIELD.
         _recipe(cls, {}, defaults, section, recipe_overrides, fname, "defaults")
@@ -445,7 +472,7 @@ def parse_suite(doc: Any, fname: str, overrides: list[str] = (), plugins=None) -
     from logitnorm_bench.trackers import parse_specs
 
     suite = Suite(name=name, version=doc.get("version"), path=fname, experiments=out,
-                  trackers=parse_specs(doc.get("trackers"), file=fname))
+                  trackers=parse_specs(doc.get("trackers"), file=fname), loading=loading)
     if plugins is not None:
         check_names(suite, plugins)
     return suite

@@ -5,6 +5,11 @@ zero padding + horizontal flip, like torchvision's ``RandomCrop(32, padding=4)``
 ``RandomHorizontalFlip``).  That is the same code on CPU and GPU, needs no DataLoader workers for
 CIFAR-sized data, and makes every random draw come from one seeded generator that a checkpoint
 saves, so a resumed run gives the same weights as an uninterrupted one.
+
+A training set too large to hold in memory is streamed (:mod:`logitnorm_bench.loading`): each
+epoch's batches are still cut from the generator's permutation and augmented here, in the same
+order; a DataLoader only fetches each batch's un-augmented images by index, so the weights are
+bitwise those of the in-memory path.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from logitnorm_bench.components import Normalized
+from logitnorm_bench.loading import InMemory, as_image_set
 from logitnorm_bench.records import atomic_torch_save, load_state_or_set_aside
 
 
@@ -110,11 +116,14 @@ def set_rng_state(gen: torch.Generator, state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def train(model: nn.Module, loss_fn: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor,
+def train(model: nn.Module, loss_fn: nn.Module, train_x, train_y: torch.Tensor | None,
           recipe: dict, seed: int, device: torch.device, checkpoint: Path | None = None,
           monitor: Callable[[nn.Module], dict] | None = None, events=None,
-          outliers: torch.Tensor | None = None) -> TrainResult:
+          outliers=None) -> TrainResult:
     """Train ``model`` in place with ``recipe``; resume from ``checkpoint`` when it exists.
+
+    ``train_x``: the training images as a tensor (with ``train_y`` its labels), or an
+    :class:`~logitnorm_bench.loading.ImageSet` (``train_y`` None), which may be streamed.
 
     ``events`` (optional) is told ``started(start_epoch, epochs)`` once the checkpoint is loaded,
     ``batch(done, n_batches)`` after every step (it must be cheap: the worker's reporter reads the
@@ -146,12 +155,14 @@ def train(model: nn.Module, loss_fn: nn.Module, train_x: torch.Tensor, train_y: 
         history = state["history"]
         start_epoch = int(state["epoch"])
 
-    if fast.get("gpu_data"):
-        train_x, train_y = train_x.to(device), train_y.to(device)
-        outliers = outliers.to(device) if outliers is not None else None
+    data = as_image_set(train_x, train_y)
+    out_set = as_image_set(outliers) if outliers is not None else None
+    if fast.get("gpu_data"):  # held on the device; a streamed set's batches go there as they come
+        data = data.to(device) if isinstance(data, InMemory) else data
+        out_set = out_set.to(device) if isinstance(out_set, InMemory) else out_set
     step_fn = _train_step(model, loss_fn, opt, device, fast)
     epochs, bs = recipe["epochs"], recipe["batch_size"]
-    n = train_x.shape[0]
+    n = len(data)
     n_batches = n // bs if recipe["drop_last"] and n >= bs else math.ceil(n / bs)
     if recipe.get("max_batches_per_epoch"):
         n_batches = min(n_batches, recipe["max_batches_per_epoch"])
@@ -160,44 +171,55 @@ def train(model: nn.Module, loss_fn: nn.Module, train_x: torch.Tensor, train_y: 
     if events is not None:
         events.started(start_epoch, epochs)
     t0 = time.perf_counter()
-    for epoch in range(start_epoch, epochs):
-        model.train()
-        te = time.perf_counter()
-        perm = torch.randperm(n, generator=gen, device=gen.device)
-        if outliers is not None:  # drawn only with outliers, so that runs without keep their random stream
-            n_out = max(1, round(recipe["outliers"]["ratio"] * bs))
-            offset = int(torch.randint(len(outliers), (1,), generator=gen, device=gen.device))
-        tally = _Tally(epoch)
-        for b in range(n_batches):
-            idx = perm[b * bs:(b + 1) * bs].to(train_x.device)
-            x = augment(train_x[idx], recipe["crop_padding"], recipe["hflip"], gen)
-            y = targets = train_y[idx].to(device, non_blocking=True)
-            if outliers is not None:
-                out_idx = (offset + b * n_out + torch.arange(n_out)) % len(outliers)
-                x_out = augment(outliers[out_idx.to(outliers.device)], recipe["crop_padding"], recipe["hflip"], gen)
-                x = torch.cat([x, x_out.to(x.device)])
-                targets = torch.cat([y, torch.full((n_out,), -1, dtype=y.dtype, device=y.device)])
-            loss, logits = step_fn(x.to(device, non_blocking=True), targets)
-            tally.add(b, len(idx), loss, (logits[:len(idx)].argmax(1) == y).sum())
-            if len(tally.pending) >= sync_every:
-                tally.flush()  # raises DivergedError naming the first non-finite batch
-            if batch_done is not None:
-                batch_done(b + 1, n_batches)
-        tally.flush()
-        total, correct, seen = tally.total, tally.correct, tally.seen
-        lr = opt.param_groups[0]["lr"]
-        sched.step()
-        entry = {"epoch": epoch + 1, "loss": total / max(seen, 1), "train_acc": correct / max(seen, 1),
-                 "lr": lr, "seconds": time.perf_counter() - te}
-        if monitor is not None:
-            entry.update(monitor(model))
-        history.append(entry)
-        if events is not None:
-            events.epoch(entry, epochs)
-        if checkpoint is not None and ((epoch + 1) % recipe["checkpoint_every"] == 0 or epoch + 1 == epochs):
-            atomic_torch_save(checkpoint, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                           "scheduler": sched.state_dict(), "rng": rng_state(gen),
-                                           "history": history, "epoch": epoch + 1})
+    try:
+        for epoch in range(start_epoch, epochs):
+            model.train()
+            te = time.perf_counter()
+            perm = torch.randperm(n, generator=gen, device=gen.device)
+            batches = data.fetch([perm[b * bs:(b + 1) * bs] for b in range(n_batches)])
+            if out_set is not None:  # drawn only with outliers, so that runs without keep their random stream
+                n_out = max(1, round(recipe["outliers"]["ratio"] * bs))
+                offset = int(torch.randint(len(out_set), (1,), generator=gen, device=gen.device))
+                out_batches = out_set.fetch([(offset + b * n_out + torch.arange(n_out)) % len(out_set)
+                                             for b in range(n_batches)])
+            tally = _Tally(epoch)
+            for b, (xb, yb) in enumerate(batches):
+                # A streamed batch goes to the device before its augmentation (pinned, so the copy overlaps):
+                # cropping and flipping only move pixels, so the result is the same wherever it is done.
+                xb = xb if isinstance(data, InMemory) else xb.to(device, non_blocking=True)
+                x = augment(xb, recipe["crop_padding"], recipe["hflip"], gen)
+                y = targets = yb.to(device, non_blocking=True)
+                if out_set is not None:
+                    xo, _ = next(out_batches)
+                    xo = xo if isinstance(out_set, InMemory) else xo.to(device, non_blocking=True)
+                    x_out = augment(xo, recipe["crop_padding"], recipe["hflip"], gen)
+                    x = torch.cat([x, x_out.to(x.device)])
+                    targets = torch.cat([y, torch.full((n_out,), -1, dtype=y.dtype, device=y.device)])
+                loss, logits = step_fn(x.to(device, non_blocking=True), targets)
+                tally.add(b, yb.shape[0], loss, (logits[:yb.shape[0]].argmax(1) == y).sum())
+                if len(tally.pending) >= sync_every:
+                    tally.flush()  # raises DivergedError naming the first non-finite batch
+                if batch_done is not None:
+                    batch_done(b + 1, n_batches)
+            tally.flush()
+            total, correct, seen = tally.total, tally.correct, tally.seen
+            lr = opt.param_groups[0]["lr"]
+            sched.step()
+            entry = {"epoch": epoch + 1, "loss": total / max(seen, 1), "train_acc": correct / max(seen, 1),
+                     "lr": lr, "seconds": time.perf_counter() - te}
+            if monitor is not None:
+                entry.update(monitor(model))
+            history.append(entry)
+            if events is not None:
+                events.epoch(entry, epochs)
+            if checkpoint is not None and ((epoch + 1) % recipe["checkpoint_every"] == 0 or epoch + 1 == epochs):
+                atomic_torch_save(checkpoint, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                               "scheduler": sched.state_dict(), "rng": rng_state(gen),
+                                               "history": history, "epoch": epoch + 1})
+    finally:
+        data.close()
+        if out_set is not None:
+            out_set.close()
     if fast.get("channels_last"):
         model.to(memory_format=torch.contiguous_format)
     return TrainResult(model, history, time.perf_counter() - t0, start_epoch)

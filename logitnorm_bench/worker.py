@@ -23,9 +23,11 @@ from logitnorm_bench.data_views import DataSources, ValidationSources, outlier_i
 from logitnorm_bench.devices import resolve_device
 from logitnorm_bench.errors import OodBenchError
 from logitnorm_bench.evaluation import Evaluator, forward_pass, sample_indices
+from logitnorm_bench.loading import InMemory, image_set
 from logitnorm_bench.plan import EvaluationCell, TrainingRun, WorkItem, plain
 from logitnorm_bench.plugins import get_plugins
 from logitnorm_bench.records import Record, ResultsDir, atomic_torch_save, load_state_or_set_aside, provenance
+from logitnorm_bench.suite import Loading
 from logitnorm_bench.trackers import Trackers
 from logitnorm_bench.train import DivergedError, build_model, materialize, train
 from logitnorm_bench.weights import load_given_weights
@@ -120,6 +122,7 @@ def _execute(item: WorkItem, reporter: progress.RunReporter) -> dict:
     plugins = get_plugins()
     dev = resolve_device(item.device)
     ctx = DataContext(root=Path(item.data_root), download=item.download, seed=run.seed)
+    loading = Loading(**(item.loading or {}))  # which sets are streamed: never changes a result
     summary = {"run_id": run.run_id, "trained": False, "records_ok": 0, "records_failed": 0, "error": None}
     run_dir = results.run_dir(run.run_id)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -172,12 +175,19 @@ def _execute(item: WorkItem, reporter: progress.RunReporter) -> dict:
                 if item.overwrite == "always":
                     (run_dir / "checkpoint.pt").unlink(missing_ok=True)
                 log.debug("loading training data")
-                train_x, train_y = materialize(id_source.build("train", ctx))
-                outliers = outlier_images(sources, run.train, ctx)  # None unless train.outliers
-                id_test = materialize(id_source.build("test", ctx))  # the monitor's and, later, the evaluation's
-                monitor = LogitMagnitudeMonitor(id_test[0], sources, run, ctx, dev)
+
+                def images(ds):  # in memory, or streamed when large (logitnorm_bench.loading)
+                    return image_set(ds, id_source.input_shape, loading, dev)
+
+                train_set = images(id_source.build("train", ctx))
+                outliers = outlier_images(sources, run.train, ctx, load=images)  # None unless train.outliers
+                id_test = images(id_source.build("test", ctx))  # the monitor's and, later, the evaluation's
+                monitor = LogitMagnitudeMonitor(id_test, sources, run, ctx, dev)
                 info.update(base, status="training", started=_now())
                 results.write_run(run.run_id, info)
+                # the in-memory fast path hands train() its tensors, as it always did
+                train_x, train_y = (train_set.x, train_set.y) if isinstance(train_set, InMemory) else (train_set, None)
+                outliers = outliers.x if isinstance(outliers, InMemory) else outliers
                 res = train(model, loss_fn, train_x, train_y, run.train, run.seed, dev,
                             checkpoint=run_dir / "checkpoint.pt", monitor=monitor, events=events,
                             outliers=outliers)
@@ -219,7 +229,7 @@ def _execute(item: WorkItem, reporter: progress.RunReporter) -> dict:
                 source_for, eval_id_source = sources, id_source
             evaluator = Evaluator(model, eval_id_source, ctx, plugins, dev, split_cells[0].evaluation,
                                   id_test=id_test if split == "test" else None, source_for=source_for,
-                                  cache_dir=run_dir)
+                                  cache_dir=run_dir, loading=loading)
             try:
                 for cell, result in evaluator.evaluate(split_cells):
                     write(cell, flag_chance(result, run), t_train)
@@ -291,10 +301,10 @@ def _now() -> str:
 class LogitMagnitudeMonitor:
     """Per-epoch mean logit norm on fixed ID test images and an OOD set (``train.monitor_ood``)."""
 
-    def __init__(self, id_test_x, sources, run: TrainingRun, ctx, dev):
+    def __init__(self, id_test, sources, run: TrainingRun, ctx, dev):
         self.dev, self.sets = dev, {}
         k = run.train.get("monitor_samples", 256)
-        self.sets["logit_norm_id"] = id_test_x[sample_indices(len(id_test_x), k, 0)]
+        self.sets["logit_norm_id"] = id_test.take(sample_indices(len(id_test), k, 0))  # an ImageSet
         try:
             ood_name = run.train.get("monitor_ood")
             if ood_name:
