@@ -837,9 +837,11 @@ def check_names(suite: Suite, plugins) -> None:
     built: set[tuple] = set()
 
     def resolve(c: Combo, key: str) -> Combo:
-        from logitnorm_bench.weights import ZOO_PREFIX, check_zoo_weights
+        from logitnorm_bench.weights import TORCHVISION_PREFIX, ZOO_PREFIX, check_torchvision_weights, check_zoo_weights
 
-        if c.weights and c.weights.startswith(ZOO_PREFIX):
+        if c.weights and c.weights.startswith(TORCHVISION_PREFIX):
+            pass  # checked below, once the names and parameters are resolved
+        elif c.weights and c.weights.startswith(ZOO_PREFIX):
             try:
                 check_zoo_weights(c.weights, id_dataset=c.id_dataset, arch=c.arch, loss=c.loss)
             except ConfigError as exc:
@@ -874,6 +876,12 @@ def check_names(suite: Suite, plugins) -> None:
                 except (ValueError, TypeError) as exc:
                     raise ConfigError(f"{name} rejects {_show(params)}: {exc}", file=suite.path,
                                       key=f"{key}.{params_key}") from None
+        if c.weights and c.weights.startswith(TORCHVISION_PREFIX):
+            try:
+                check_torchvision_weights(c.weights, id_dataset=out["id_dataset"], arch=out["arch"],
+                                          arch_params=out["arch_params"], loss=out["loss"], plugins=plugins)
+            except ConfigError as exc:
+                raise ConfigError(str(exc), file=suite.path, key=f"{key}.weights") from None
         return dataclasses.replace(c, **out)
 
     if suite.resolved:
