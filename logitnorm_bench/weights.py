@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 
 ZOO_PREFIX = "pytorch-ood:"
 TORCHVISION_PREFIX = "torchvision:"
+# torchvision's classification recipes train with cross-entropy: the zoo's word, mapped by ZOO_ALIASES.
+TORCHVISION_LOSS = "crossentropy"
 # torch.hub's own check (torch.hub.HASH_REGEX): the file name's "-<hex>." is the start of its SHA-256.
 TORCHVISION_HASH = re.compile(r"-([a-f0-9]{6,})\.")
 # pytorch-ood's zoo names its plain softmax-cross-entropy training "crossentropy"; every other zoo
@@ -141,7 +143,7 @@ def torchvision_weights(weights: str):
 def torchvision_file(weights: str, entry, *, download: bool = True) -> Path:
     """torchvision's file of ``entry`` in torch's cache (``$TORCH_HOME/hub/checkpoints/<file>``, where
     torchvision itself keeps it), downloaded once unless ``download`` is off, and always checked:
-    its SHA-256 must start with the hex digits of its name, torch.hub's own check."""
+    its SHA-256 must start with the hex string in its name, torch.hub's own check."""
     from logitnorm_bench.download import download_url, file_hash
 
     name = Path(urlparse(entry.url).path).name
@@ -207,9 +209,9 @@ def check_torchvision_weights(weights: str, *, id_dataset: str, arch: str, arch_
     if tuple(ds.input_shape[1:]) != (side, side):
         raise ConfigError(f"weights '{weights}' take {side}x{side} inputs, but {id_dataset}'s images are "
                           f"{ds.input_shape[1]}x{ds.input_shape[2]}; expected an ID dataset of that size")
-    if loss != "ce":
+    if _zoo_name(loss) != _zoo_name(TORCHVISION_LOSS):
         raise ConfigError(f"weights '{weights}' were trained with cross-entropy, but the cell says loss {loss!r}; "
-                          f"expected loss: ce")
+                          f"expected loss: {_zoo_name(TORCHVISION_LOSS)}")
 
 
 def _torchvision_archs(plugins, model: str) -> list[str]:
