@@ -133,7 +133,10 @@ def torchvision_weights(weights: str):
     except (ValueError, KeyError):
         raise ConfigError(f"weights '{weights}': torchvision has no model {model!r}; expected one of "
                           f"torchvision.models.list_models(), e.g. resnet50") from None
-    names = [m.name for m in enum]
+    names = [m.name for m in enum]  # without the alias DEFAULT
+    if member == "DEFAULT":
+        raise ConfigError(f"weights '{weights}': DEFAULT names another file whenever torchvision changes its "
+                          f"default, and the run is identified by this string; expected one of {', '.join(names)}")
     if member not in names:
         raise ConfigError(f"weights '{weights}': torchvision's {model} has no weights {member!r}; expected one of "
                           f"{', '.join(names)}")

@@ -301,7 +301,8 @@ def _suite(tmp_path, **matrix):
     ({"id_dataset": ["openood_imagenet200"]}, "have 1000 classes, but tv_resnet18 on openood_imagenet200 (200 "
                                               "classes) loads a head of 200"),
     ({"arch_params": [{"classes": "imagenet200"}]}, "keeps 200 classes, but the ID dataset has 1000"),
-    ({"weights": ["torchvision:resnet18/DEFAULT"]}, "has no weights 'DEFAULT'; expected one of IMAGENET1K_V1"),
+    ({"weights": ["torchvision:resnet18/DEFAULT"]}, "DEFAULT names another file whenever torchvision changes"),
+    ({"weights": ["torchvision:resnet18/IMAGENET1K_V9"]}, "has no weights 'IMAGENET1K_V9'; expected one of IMAGENET1K_V1"),
     ({"weights": ["torchvision:resnet18"]}, "expected torchvision:<model>/<weights>"),
     ({"weights": ["torchvision:resnet1000/IMAGENET1K_V1"]}, "torchvision has no model 'resnet1000'"),
 ])
@@ -417,12 +418,37 @@ def test_reference_table_has_imagenet1k_for_torchvisions_resnet50():
     assert set(in1k["detectors"]) <= set(get_plugins().detectors.names())
 
 
+def test_reference_table_puts_openoods_imagenet1k_numbers_beside_ours(tmp_path):
+    from conftest import write_fake_record
+    from logitnorm_bench.records import ResultsDir
+    from logitnorm_bench.reporting import Results
+    from ood_bench_openood.report import OpenOODReference
+
+    auroc = {"ssb_hard_openood_in1k": ("near", 0.70), "ninco_openood_in1k": ("near", 0.80),
+             "inaturalist_openood_in1k": ("far", 0.90), "textures_openood_in1k": ("far", 0.86)}
+    results = ResultsDir(tmp_path)
+    for ood, (group, a) in auroc.items():
+        write_fake_record(results, {
+            "cell_id": f"in1k-{ood}", "run_id": "r0", "status": "ok", "suite": "openood_imagenet1k",
+            "id_dataset": "openood_imagenet1k", "arch": "tv_resnet50", "arch_params": {"classes": None}, "loss": "ce",
+            "detector": "msp", "ood_dataset": ood, "ood_group": group, "seed": 0, "detector_params": {"temperature": 1.0},
+            "weights": "torchvision:resnet50/IMAGENET1K_V1",
+            "metrics": {"fpr95": 1 - a, "auroc": a, "aupr_in": 0.9, "aupr_out": 0.8}, "run_metrics": {"id_acc": 0.76}})
+    (table,) = OpenOODReference().tables(Results.load(tmp_path))
+    cells = {(label, c.column): c for _, label, c in table.cells()}
+    near, far = cells["MSP (msp)", "Near-OOD AUROC"], cells["MSP (msp)", "Far-OOD AUROC"]
+    assert near.paper == 76.02 and near.ours.mean == pytest.approx(75.0)
+    assert far.paper == 85.23 and far.ours.mean == pytest.approx(88.0)
+    assert cells["MSP (msp)", "ID Acc"].ours.mean == pytest.approx(76.0)
+    assert "tv_resnet50" in table.sections[0].heading and "ResNet50_torchvision_ckpt" in table.notes[0]
+
+
 @pytest.mark.slow
 def test_smoke_runs_the_imagenet200_suite_on_cpu_without_network(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))  # no weights file: a random init, said so
     assert main(["run", "openood_imagenet200", "--smoke", "--device", "cpu", "--results", str(tmp_path / "r"),
-                 "--set", "experiments.near_ood.matrix.detector=[msp,knn]",
-                 "--set", "experiments.far_ood.matrix.detector=[msp]"]) == 0
+                 "--set", "experiments.near_ood.matrix.detector=[msp,knn,vim]",
+                 "--set", "experiments.far_ood.matrix.detector=[msp,vim]"]) == 0
     out = capsys.readouterr()
     assert "keeps its random init" in out.out + out.err
     board = (tmp_path / "r" / "leaderboard.csv").read_text()
