@@ -139,6 +139,16 @@ def test_id_sets_read_openoods_lists_lazily_with_openoods_preprocessing(data_roo
     assert [one_k[i][1] for i in range(3)] == [0, 151, 999]
 
 
+@pytest.mark.parametrize("name", ["openood_imagenet200", "openood_imagenet1k", "ninco_openood_in200",
+                                  "openimage_o_openood_in1k", "textures_openood_in200"])
+def test_the_imagenet_sets_pass_the_conformance_kit(data_root, plugins, name):
+    from logitnorm_bench.testing import check_dataset
+
+    sizes = check_dataset(plugins.datasets.get(name).factory, root=data_root, items=3)
+    assert sizes == ({"train": 6, "val": 3, "test": 6} if name.startswith("openood_") else
+                     {"test": 3, "val": 2} if name.startswith("openimage_o") else {"test": 3})
+
+
 @pytest.mark.parametrize("name, group_set", [("ssb_hard_openood_in200", "ssb_hard"),
                                              ("textures_openood_in1k", "texture"),
                                              ("openimage_o_openood_in1k", "openimage_o")])
