@@ -879,7 +879,8 @@ def check_names(suite: Suite, plugins) -> None:
         if c.weights and c.weights.startswith(TORCHVISION_PREFIX):
             try:
                 check_torchvision_weights(c.weights, id_dataset=out["id_dataset"], arch=out["arch"],
-                                          arch_params=out["arch_params"], loss=out["loss"], plugins=plugins)
+                                          arch_params=out["arch_params"], loss=out["loss"], plugins=plugins,
+                                          id_dataset_params=out["id_dataset_params"])
             except ConfigError as exc:
                 raise ConfigError(str(exc), file=suite.path, key=f"{key}.weights") from None
         return dataclasses.replace(c, **out)

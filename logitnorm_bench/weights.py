@@ -188,7 +188,7 @@ def _load_torchvision(model: torch.nn.Module, weights: str, smoke: bool) -> dict
 
 
 def check_torchvision_weights(weights: str, *, id_dataset: str, arch: str, arch_params: dict, loss: str,
-                              plugins) -> None:
+                              plugins, id_dataset_params: dict | None = None) -> None:
     """Refuse torchvision weights that contradict the suite cell at plan time: an architecture that is
     not torchvision's model, a head of another class count, another input size, a loss other than
     ``ce`` (torchvision trains with cross-entropy; filed under another loss they would be recorded as
@@ -201,7 +201,7 @@ def check_torchvision_weights(weights: str, *, id_dataset: str, arch: str, arch_
         raise ConfigError(f"weights '{weights}' are torchvision's {model}, but the cell's arch {arch!r} builds {what}; "
                           f"expected an architecture that builds torchvision's {model} "
                           f"({', '.join(_torchvision_archs(plugins, model)) or 'none registered'})")
-    ds = plugins.datasets.get(id_dataset).factory()
+    ds = plugins.datasets.get(id_dataset).factory(**(id_dataset_params or {}))
     loaded = factory.torchvision_classes(ds.num_classes, **arch_params)
     categories = len(entry.meta["categories"])
     if loaded != categories:
