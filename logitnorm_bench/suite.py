@@ -864,9 +864,11 @@ def check_names(suite: Suite, plugins) -> None:
     built: set[tuple] = set()
 
     def resolve(c: Combo, key: str) -> Combo:
-        from logitnorm_bench.weights import ZOO_PREFIX, check_zoo_weights
+        from logitnorm_bench.weights import TORCHVISION_PREFIX, ZOO_PREFIX, check_torchvision_weights, check_zoo_weights
 
-        if c.weights and c.weights.startswith(ZOO_PREFIX):
+        if c.weights and c.weights.startswith(TORCHVISION_PREFIX):
+            pass  # checked below, once the names and parameters are resolved
+        elif c.weights and c.weights.startswith(ZOO_PREFIX):
             try:
                 check_zoo_weights(c.weights, id_dataset=c.id_dataset, arch=c.arch, loss=c.loss)
             except ConfigError as exc:
@@ -908,6 +910,13 @@ def check_names(suite: Suite, plugins) -> None:
             check_architecture(plugins, out["arch"], out["arch_params"], out["id_dataset"],
                                out["id_dataset_params"], file=suite.path,
                                key=f"{key}.arch_params" if c.arch_params else f"{key}.arch", given=c.arch_params)
+        if c.weights and c.weights.startswith(TORCHVISION_PREFIX):
+            try:
+                check_torchvision_weights(c.weights, id_dataset=out["id_dataset"], arch=out["arch"],
+                                          arch_params=out["arch_params"], loss=out["loss"], plugins=plugins,
+                                          id_dataset_params=out["id_dataset_params"])
+            except ConfigError as exc:
+                raise ConfigError(str(exc), file=suite.path, key=f"{key}.weights") from None
         return dataclasses.replace(c, **out)
 
     if suite.resolved:

@@ -162,7 +162,7 @@ def _execute(item: WorkItem, reporter: progress.RunReporter) -> dict:
             base["provenance"] = provenance(plugins, dev)  # with the run's thread count
             model_path = run_dir / "model.pt"
             if run.weights:
-                applied = load_given_weights(model, run.weights)
+                applied = load_given_weights(model, run.weights, smoke=run.smoke)
                 info.update(base, status="given_weights", weights=run.weights, weights_applied=applied)
                 results.write_run(run.run_id, info)
                 events.begin("weights")

@@ -125,7 +125,7 @@ def test_reference_data_cites_its_source_and_covers_both_benchmarks():
 
     ref = reference()
     assert "f969dfa" in ref["source"]
-    assert set(ref["benchmarks"]) == {"openood_cifar10", "openood_cifar100"}
+    assert set(ref["benchmarks"]) == {"openood_cifar10", "openood_cifar100", "openood_imagenet1k"}
     for bench in ref["benchmarks"].values():
         for entry in bench["detectors"].values():
             assert 0 < entry["near_auroc"][0] < 100 and 0 < entry["far_auroc"][0] < 100

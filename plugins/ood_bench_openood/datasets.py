@@ -16,6 +16,7 @@ The TinyImageNet lists and images live in OpenOOD's own layout under ``<root>/op
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from PIL import Image
@@ -24,7 +25,9 @@ from torchvision import transforms as T
 
 from logitnorm_bench.components import DataContext, DatasetSource
 from logitnorm_bench.download import download_url, extract_archive
-from logitnorm_bench.errors import DataMissingError
+from logitnorm_bench.errors import ConfigError, DataMissingError
+from ood_bench_openood.imagenet_classes import WNIDS_1K, WNIDS_200
+from ood_bench_openood.plugin import IMAGENET_BENCHMARKS, imagenet_ood_class
 from ood_bench_paper.datasets import Cifar10, Cifar100, _check_split, _ood_label, _one_line
 
 OPENOOD_CIFAR10_NORM = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
@@ -109,22 +112,41 @@ class MnistOod(DatasetSource):
 
 
 class ListedImages(Dataset):
-    """The images an OpenOOD image list names (first field of each line, relative to ``base``), label -1."""
+    """The images an OpenOOD image list names, read one at a time when indexed (never all at once):
+    ``labels`` (default: -1 for every image, OOD data) and ``transform`` (default: the CIFAR
+    benchmarks' Resize 32 + CenterCrop 32)."""
 
-    def __init__(self, files: list[Path]):
-        self.files, self.transform = files, openood_transform()
+    def __init__(self, files: list[Path], labels: list[int] | None = None, transform=None):
+        self.files, self.labels = files, labels
+        self.transform = transform if transform is not None else openood_transform()
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, index: int):
         with Image.open(self.files[index]) as img:
-            return self.transform(img.convert("RGB")), -1
+            return self.transform(img.convert("RGB")), -1 if self.labels is None else self.labels[index]
 
 
 def read_imglist(path: Path) -> list[str]:
     """The image paths of an OpenOOD list file (``<path> <label>`` per line; blank lines skipped)."""
     return [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def read_labelled_imglist(path: Path) -> list[tuple[str, int]]:
+    """``(path, label)`` of every line of an OpenOOD list file; a line without an integer label is
+    bad input naming the file and the line."""
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            out.append((fields[0], int(fields[1])))
+        except (IndexError, ValueError):
+            raise ConfigError(f"{path}: line {n} is {line.strip()!r}; expected '<image path> <integer label>'"
+                              ) from None
+    return out
 
 
 class _OpenoodList(DatasetSource):
@@ -182,3 +204,140 @@ class TinForCifar10(_OpenoodList):
 
 class TinForCifar100(_OpenoodList):
     name, benchmark, list_name, archive = "tin_openood_c100", "cifar100", "test_tin.txt", "tin"
+
+
+# ------------------------------------------------------------------------------------------
+# ImageNet-200 and ImageNet-1K (OpenOOD v1.5, openood/evaluation_api/datasets.py DATA_INFO)
+# ------------------------------------------------------------------------------------------
+
+IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # openood/preprocessors/transform.py
+IMAGENET_SHAPE = (3, 224, 224)
+LARGESCALE, CLASSIC = "images_largescale", "images_classic"
+OPENOOD_DOWNLOAD = "https://github.com/Jingkang50/OpenOOD/blob/main/scripts/download/download.py"
+ILSVRC_URL = "https://image-net.org/challenges/LSVRC/2012/"
+# OpenOOD's Google Drive file ids (scripts/download/download.py, download_id_dict) of the zips each
+# set's images come from; each unpacks into <root>/openood/<images folder>/<name>/.  OpenOOD publishes
+# no checksums for them, so none are checked.
+GDRIVE_IDS = {
+    "benchmark_imglist": "1lI1j0_fDDvjIt9JlWAw09X8ks-yrR_H1",
+    "imagenet_1k": "1i1ipLDFARR-JZ9argXd2-0a6DXwVhXEj",
+    "ssb_hard": "1PzkA-WGG8Z18h0ooL_pDdz9cO-DCIouE",
+    "ninco": "1Z82cmvIB0eghTehxOGP5VTdLt7OD3nk6",
+    "inaturalist": "1zfLfMvoUD0CUlKNnkk7LgxZZBnTBipdj",
+    "texture": "1OSz1m3hHfVWbRdmMwKbUzoU8Hg9UKcam",
+    "openimage_o": "1VUFXnB_z70uHfdgJG2E_pjYOcEgqM7tE",
+}
+_WNID = re.compile(r"(?:^|/)(n\d{8})(?=/|_)")
+
+
+def imagenet_transform() -> T.Compose:
+    """OpenOOD's ImageNet test preprocessing (TestStandardPreProcessor: RGB, Resize 256 bilinear,
+    CenterCrop 224) without the normalisation, which the harness's model applies."""
+    return T.Compose([T.Resize(256, interpolation=T.InterpolationMode.BILINEAR), T.CenterCrop(224), T.ToTensor()])
+
+
+def check_labels(imglist: Path, entries: list[tuple[str, int]], wnids: tuple[str, ...]) -> None:
+    """Every listed image whose path names a class (``.../n01443537/...`` or ``n01443537_123.JPEG``)
+    must carry that class's label: the labels are what the model's outputs are scored against (and,
+    for ImageNet-200, what picks the 1K classifier's rows), so a list labelled another way is refused."""
+    for n, (path, label) in enumerate(entries, 1):
+        found = _WNID.search(path)
+        if not 0 <= label < len(wnids) or (found and found.group(1) != wnids[label]):
+            expected = f"label {wnids.index(found.group(1))}" if found and found.group(1) in wnids else \
+                f"a label in 0..{len(wnids) - 1} for one of its {len(wnids)} classes"
+            raise ConfigError(f"{imglist}: entry {n} ({path}) has label {label}; expected {expected} (labels are "
+                              f"the classes' WordNet ids in sorted order, ood_bench_openood.imagenet_classes)")
+
+
+class _ImagenetList(DatasetSource):
+    """One of OpenOOD v1.5's ImageNet-scale image lists under ``<root>/openood/``.
+
+    ``lists``: split -> (list file under ``benchmark_imglist/<benchmark>/``, images folder the list's
+    paths are relative to).  ``archives``: OpenOOD's zips holding the images (:data:`GDRIVE_IDS`).
+    ``wnids``: for an ID set, its classes in label order (every label is checked); None for OOD data.
+    The images are read when indexed, never all at once.
+    """
+
+    name = benchmark = ""
+    input_shape = IMAGENET_SHAPE
+    mean, std = IMAGENET_NORM
+    lists: dict[str, tuple[str, str]] = {}
+    archives: tuple[str, ...] = ()
+    wnids: tuple[str, ...] | None = None
+    download_name = ""  # OpenOOD's download.py benchmark name
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return tuple(self.lists)
+
+    def _how_to_get(self, root: Path, split: str) -> str:
+        base = root / OPENOOD_FOLDER
+        zips = ", ".join(f"{a} (Google Drive id {GDRIVE_IDS[a]}) into "
+                         f"{base / (CLASSIC if a == 'texture' else LARGESCALE) / a}" for a in self.archives)
+        train = (f"; the ILSVRC-2012 training images are not in OpenOOD's zips: get them from {ILSVRC_URL} "
+                 f"into {base / LARGESCALE / 'imagenet_1k' / 'train'}/<wnid>/") if split == "train" and self.wnids else ""
+        return (f"get OpenOOD's benchmark_imglist (Google Drive id {GDRIVE_IDS['benchmark_imglist']}) into {base} and "
+                f"unpack {zips}, e.g. with OpenOOD's {OPENOOD_DOWNLOAD} --contents datasets --datasets "
+                f"{self.download_name} --dataset_mode benchmark --save_dir {base}{train}; OpenOOD publishes no "
+                f"checksums for these zips, so none are checked")
+
+    def build(self, split: str, ctx: DataContext) -> Dataset:
+        _check_split(self, self.name, split)
+        root = Path(ctx.root)
+        list_name, images = self.lists[split]
+        imglist = root / OPENOOD_FOLDER / "benchmark_imglist" / self.benchmark / list_name
+        base = root / OPENOOD_FOLDER / images
+        # Not downloaded even when downloading is on: Google Drive serves these multi-GB zips only
+        # through a confirmation page, and ILSVRC-2012 needs an image-net.org account.
+        if not imglist.is_file():
+            raise DataMissingError(f"{self.name}: no image list {imglist}; {self._how_to_get(root, split)}")
+        entries = read_labelled_imglist(imglist)
+        missing = [p for p, _ in entries if not (base / p).is_file()]
+        if missing:
+            raise DataMissingError(f"{self.name}: {len(missing)} of the {len(entries)} images of {imglist.name} "
+                                   f"missing, first {base / missing[0]}; {self._how_to_get(root, split)}")
+        if self.wnids is None:
+            return ListedImages([base / p for p, _ in entries], transform=imagenet_transform())
+        check_labels(imglist, entries, self.wnids)
+        return ListedImages([base / p for p, _ in entries], [label for _, label in entries], imagenet_transform())
+
+
+class OpenoodImagenet200(_ImagenetList):
+    """ImageNet-200 (OpenOOD v1.5): ImageNet-1K's images of ImageNet-R's 200 classes, labels 0..199."""
+
+    name, benchmark, num_classes, download_name = "openood_imagenet200", "imagenet200", 200, "imagenet-200"
+    lists = {split: (f"{split}_imagenet200.txt", LARGESCALE) for split in ("train", "val", "test")}
+    archives = ("imagenet_1k",)
+    wnids = WNIDS_200
+
+
+class OpenoodImagenet1k(_ImagenetList):
+    """ImageNet-1K (OpenOOD v1.5's lists of ILSVRC-2012 images), labels 0..999."""
+
+    name, benchmark, num_classes, download_name = "openood_imagenet1k", "imagenet", 1000, "imagenet-1k"
+    lists = {split: (f"{split}_imagenet.txt", LARGESCALE) for split in ("train", "val", "test")}
+    archives = ("imagenet_1k",)
+    wnids = WNIDS_1K
+
+
+def _ood_set(cls_name: str, name: str, bench: str, list_stem: str, archive: str, val: bool) -> type:
+    """An OOD set of one benchmark: ``test_<list_stem>.txt`` (and ``val_<list_stem>.txt``) of
+    ``benchmark_imglist/<bench>/``."""
+    images = CLASSIC if archive == "texture" else LARGESCALE
+    lists = {"test": (f"test_{list_stem}.txt", images)}
+    if val:
+        lists["val"] = (f"val_{list_stem}.txt", images)
+    return type(cls_name, (_ImagenetList,), {
+        "name": name, "benchmark": bench, "lists": lists, "archives": (archive,),
+        "download_name": "imagenet-200" if bench == "imagenet200" else "imagenet-1k",
+        "__doc__": f"OpenOOD v1.5's {list_stem} list for {bench} (OOD, label -1).", "__module__": __name__})
+
+
+# OOD set -> the OpenOOD zip holding its images.  OpenImage-O also has OpenOOD's validation list
+# (val_openimage_o.txt, the OOD images OpenOOD tunes hyperparameters on) as its ``val`` split.
+IMAGENET_OOD_ARCHIVE = {"ssb_hard": "ssb_hard", "ninco": "ninco", "inaturalist": "inaturalist", "textures": "texture",
+                        "openimage_o": "openimage_o"}
+for _short, _bench in IMAGENET_BENCHMARKS.items():
+    for _set, _archive in IMAGENET_OOD_ARCHIVE.items():
+        _cls = imagenet_ood_class(_set, _short)
+        globals()[_cls] = _ood_set(_cls, f"{_set}_openood_{_short}", _bench, _set, _archive, val=_set == "openimage_o")
