@@ -131,6 +131,15 @@ def test_reference_data_cites_its_source_and_covers_both_benchmarks():
             assert 0 < entry["near_auroc"][0] < 100 and 0 < entry["far_auroc"][0] < 100
 
 
+def test_every_reference_row_names_a_registered_detector(plugins):
+    """A row keyed by a name no detector has (e.g. `maxlogit` for `max_logit`) would never meet our number."""
+    from ood_bench_openood.report import reference
+
+    for name, bench in reference()["benchmarks"].items():
+        for detector in bench["detectors"]:
+            assert detector in plugins.detectors, f"{name}: {detector!r} is not a registered detector"
+
+
 # ------------------------------------------------------------------------------------------
 # Architecture
 # ------------------------------------------------------------------------------------------
