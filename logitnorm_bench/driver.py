@@ -119,8 +119,10 @@ def needed_data(plan: Plan, jobs: list | None = None) -> dict[tuple[str, str], s
         jobs = [(run, plan.cells_of(run.run_id)) for run in plan.runs]
     needed: dict[tuple[str, str], set[str]] = {}
     for run, cells in jobs:
+        # A model with given weights is not trained, but a fitted detector still reads the training images.
+        reads_train = not run.weights or any(_needs_fit(c.detector, c.detector_params) for c in cells)
         needed.setdefault(source_key(run.id_dataset, run.id_dataset_params), set()).update(
-            {"test"} if run.weights else {"train", "test"})
+            {"train", "test"} if reads_train else {"test"})
         if run.train.get("monitor_ood"):
             needed.setdefault(source_key(run.train["monitor_ood"]), set()).add("test")
         if (run.train.get("outliers") or {}).get("dataset") and not run.weights:
@@ -131,6 +133,16 @@ def needed_data(plan: Plan, jobs: list | None = None) -> dict[tuple[str, str], s
     for g in plan.selections:
         needed.setdefault(source_key(g.ood_dataset), set()).add("val")
     return needed
+
+
+def _needs_fit(detector: str, params: dict) -> bool:
+    """Whether the detector declared ``needs_fit`` (it is built, as at plan time, to ask it)."""
+    from logitnorm_bench.plugins import get_plugins
+
+    try:
+        return bool(getattr(get_plugins().detectors.build(detector, **params), "needs_fit", False))
+    except Exception:  # noqa: BLE001 -- a detector that cannot be built fails its cells with its own error
+        return False
 
 
 def id_first(plan: Plan, needed: dict) -> list[tuple[str, str]]:

@@ -209,3 +209,16 @@ def test_a_run_label_shows_its_id_dataset_params():
                       id_dataset_params={"root": "/pets"})
     assert run.label() == "image_folder(root=/pets)/net/logitnorm(tau=0.04)/seed0"
     assert TrainingRun("r", "digits", "net", {}, "ce", {}, 1, {}).label() == "digits/net/ce/seed1"
+
+
+def test_a_run_with_given_weights_needs_the_training_images_only_for_a_fitted_detector(tmp_path):
+    """No training, but mahalanobis (needs_fit) fits on the ID training images: the data check must see them."""
+    from logitnorm_bench.driver import needed_data
+
+    weights = tmp_path / "model.pt"
+    weights.write_bytes(b"checked for existence at plan time only")
+    for detectors, splits in ((["msp", "energy"], {"test"}), (["msp", "mahalanobis"], {"train", "test"})):
+        doc = tiny_suite_doc(ood_dataset=["gaussian_noise"], loss=["ce"], detector=detectors,
+                             weights=[str(weights)])
+        _, plan = load_plan(doc)
+        assert needed_data(plan)[("digits", "{}")] == splits, detectors
