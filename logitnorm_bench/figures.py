@@ -111,7 +111,7 @@ class RunModel:
             raise FileNotFoundError(f"no checkpoint runs/{run['run_id']}/model.pt")
         plugins = get_plugins()
         sources = DataSources(plugins, bool(run.get("smoke")))
-        id_source = sources(run["id_dataset"])
+        id_source = sources(run["id_dataset"], run.get("id_dataset_params") or None)
         loss_fn = plugins.losses.build(run["loss"], **(run.get("loss_params") or {}))
         with torch.random.fork_rng(devices=[]):  # build_model seeds the initialisation: keep the caller's RNG
             model = build_model(plugins, run["arch"], run.get("arch_params") or {}, loss_fn, id_source,

@@ -31,9 +31,10 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def results(tiny_suite, tmp_path_factory):
     """A CE and a LogitNorm run (digits, digits_mlp width 32, seed 0, 2 epochs) with their checkpoints,
-    evaluated on photo_patches (monitored during training) and uniform noise."""
+    evaluated on photo_patches (monitored during training) with dataset params: 150 patches, not 500."""
     tmp = tmp_path_factory.mktemp("figs")
-    suite = tiny_suite(tmp / "s.yaml", detector=["msp"], ood_dataset=["uniform_noise", "photo_patches"])
+    suite = tiny_suite(tmp / "s.yaml", detector=["msp"], ood_dataset=["photo_patches"],
+                       ood_dataset_params=[{"n": 150}])
     doc = yaml.safe_load(suite.read_text())
     doc["defaults"]["train"]["monitor_ood"] = "photo_patches"
     suite.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -48,8 +49,9 @@ def computed(results):
     pairs = model_pairs(Results.load(results))
     assert list(pairs) == [("digits", "digits_mlp")]
     ce, ln = pairs["digits", "digits_mlp"]
-    ood = figure_ood(Results.load(results).records, (ce, ln))
-    mo = model_outputs(RunModel.load(results, ce), RunModel.load(results, ln), ood)
+    ood, ood_params = figure_ood(Results.load(results).records, (ce, ln))
+    assert ood_params == {"n": 150}
+    mo = model_outputs(RunModel.load(results, ce), RunModel.load(results, ln), ood, ood_params)
     return (ce, ln), ood, mo, figure2_data(mo), figure3_data(mo)
 
 
@@ -81,9 +83,10 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 
 def images(name: str, index, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
-    """Test images of a dataset at positions ``index``, straight from the dataset (digits' shape)."""
+    """Test images of a dataset at positions ``index``, straight from the dataset (digits' shape; the
+    suite's 150 photo patches)."""
     entry = get_plugins().datasets.get(name)
-    source = entry.factory(shape=(1, 8, 8)) if name == "photo_patches" else entry.factory()
+    source = entry.factory(shape=(1, 8, 8), n=150) if name == "photo_patches" else entry.factory()
     ds = source.build("test", DataContext(root=".", download=False, seed=seed))
     items = [ds[int(i)] for i in index]
     return torch.stack([torch.as_tensor(x).float() for x, _ in items]), np.array([int(y) for _, y in items])
@@ -100,6 +103,7 @@ def test_the_pair_and_the_ood_set(computed):
     n_test = len(get_plugins().datasets.get("digits").factory().build("test", DataContext(root=".")))
     assert len(mo["id_index"]) == min(n_test, 300) and len(set(mo["id_index"])) == len(mo["id_index"])
     assert len(mo["ood_index"]) == 100 and list(mo["ood_index"]) == sorted(mo["ood_index"])
+    assert max(mo["ood_index"]) < 150 and max(mo["ood_index"]) > 100  # a sample of the suite's 150 patches
 
 
 def run(loss, seed, *, run_id=None, smoke=False, tau=0.04, id_dataset="cifar10", arch="wrn40_2", train=None):
@@ -136,14 +140,17 @@ def test_model_pairs_prefers_checkpoints_real_runs_and_the_papers_tau(tmp_path):
 def test_figure_ood_follows_figure_4s_rule():
     runs = ({"run_id": "a", "train": {"monitor_ood": "textures"}}, {"run_id": "b", "train": {}})
 
-    def rec(ood, run_id="a", status="ok"):
-        return {"run_id": run_id, "ood_dataset": ood, "status": status}
+    def rec(ood, run_id="a", status="ok", params=None):
+        return {"run_id": run_id, "ood_dataset": ood, "status": status, "ood_dataset_params": params}
 
-    assert figure_ood([rec("isun"), rec("svhn", "b"), rec("textures")], runs) == "svhn"
-    assert figure_ood([rec("isun"), rec("textures")], runs) == "textures"  # monitored
-    assert figure_ood([rec("isun"), rec("lsun_c"), rec("lsun_c", "b"), rec("svhn", "other")], runs) == "lsun_c"
-    assert figure_ood([rec("svhn", status="failed")], runs) == "textures"  # no usable record: the monitored set
+    assert figure_ood([rec("isun"), rec("svhn", "b"), rec("textures")], runs) == ("svhn", {})
+    assert figure_ood([rec("isun"), rec("textures")], runs) == ("textures", {})  # monitored
+    assert figure_ood([rec("isun"), rec("lsun_c"), rec("lsun_c", "b"), rec("svhn", "other")], runs) == ("lsun_c", {})
+    assert figure_ood([rec("svhn", status="failed")], runs) == ("textures", {})  # no usable record: the monitored set
     assert figure_ood([], ({"run_id": "a"},)) is None
+    # one set under several params: those of most records
+    assert figure_ood([rec("folder", params={"root": "x"}), rec("folder", "b", params={"root": "y"}),
+                       rec("folder", params={"root": "y"})], runs) == ("folder", {"root": "y"})
 
 
 # ------------------------------------------------------------------------------------------
@@ -210,8 +217,8 @@ def test_figure3_embeds_the_penultimate_features_and_the_softmax_outputs(results
 
 def test_figures_are_deterministic(results, computed):
     (ce, ln), ood, _, fig2, fig3 = computed
-    mo = model_outputs(RunModel.load(results, ce), RunModel.load(results, ln), ood)
-    again2, again3 = figure2_data(mo), figure3_data(mo)
+    mo = model_outputs(RunModel.load(results, ce), RunModel.load(results, ln), ood, {"n": 150})
+    again2, again3 = figure2_data(mo), figure3_data(mo)  # the same images, drawn again
     for loss in ("ce", "logitnorm"):
         for side in ("id", "ood"):
             assert np.array_equal(again2["probs"][loss][side], fig2["probs"][loss][side])
@@ -267,7 +274,8 @@ def test_missing_ood_data_is_a_note_and_never_downloads(results, tmp_path, monke
     shutil.copytree(results, res, ignore=shutil.ignore_patterns("report"))
     ce, _ = model_pairs(Results.load(res))["digits", "digits_mlp"]
     rec = next(r for r in ResultsDir(res).records() if r["run_id"] == ce["run_id"])
-    write_fake_record(ResultsDir(res), dict(rec, cell_id="svhncell", ood_dataset="svhn"))  # the paper's OOD set
+    # the paper's OOD set, whose data is not under the data root
+    write_fake_record(ResultsDir(res), dict(rec, cell_id="svhncell", ood_dataset="svhn", ood_dataset_params=None))
     monkeypatch.setenv("OOD_BENCH_DATA", str(tmp_path / "nodata"))
     figs = model_figures(Results.load(res), tmp_path / "out")
     assert [f.file for f in figs] == [None, None]

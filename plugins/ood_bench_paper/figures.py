@@ -29,6 +29,7 @@ A figure without data is skipped and the page says why; smoke results put "SMOKE
 
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -281,7 +282,7 @@ def _has_checkpoint(root: Path, run: dict) -> bool:
 
 def model_pairs(results: Results) -> dict[tuple[str, str], tuple[dict, dict]]:
     """``{(id_dataset, arch): (ce run, logitnorm run)}``: the two trained runs Figures 2 and 3 compare,
-    of the same ID dataset, architecture (and its parameters), seed, and smoke or not.
+    of the same ID dataset and architecture (and their parameters), seed, and smoke or not.
 
     Of several such pairs: both checkpoints present first, then real over smoke, the paper's tau,
     the same training recipe, the lowest seed; ties go to the first run ids.
@@ -292,8 +293,8 @@ def model_pairs(results: Results) -> dict[tuple[str, str], tuple[dict, dict]]:
         if (info.get("status") != "trained" or run.get("loss") not in ("ce", "logitnorm")
                 or any(run.get(k) is None for k in ("id_dataset", "arch", "seed"))):
             continue
-        key = (run["id_dataset"], run["arch"], params_text(run.get("arch_params") or {}), run["seed"],
-               bool(run.get("smoke")))
+        key = (run["id_dataset"], run["arch"], params_text(run.get("id_dataset_params") or {}),
+               params_text(run.get("arch_params") or {}), run["seed"], bool(run.get("smoke")))
         groups[key][run["loss"]].append(run)
     candidates: dict[tuple[str, str], list[tuple[dict, dict]]] = defaultdict(list)
     for key, by_loss in groups.items():
@@ -310,26 +311,27 @@ def model_pairs(results: Results) -> dict[tuple[str, str], tuple[dict, dict]]:
             for model, pairs in sorted(candidates.items()) if pairs}
 
 
-def figure_ood(records, runs: tuple[dict, ...]) -> str | None:
-    """The OOD set the figures show for these runs, by Figure 4's rule: SVHN (the paper's), else the
-    set monitored during training, else the one these runs were evaluated on most; the monitored
-    set when they have no records."""
+def figure_ood(records, runs: tuple[dict, ...]) -> tuple[str, dict] | None:
+    """The OOD set the figures show for these runs, as ``(name, dataset params)``, by Figure 4's rule:
+    SVHN (the paper's), else the set monitored during training, else the one these runs were
+    evaluated on most; the monitored set when they have no records.  Of one set evaluated with
+    several params, the params of most records."""
     ids = {r.get("run_id") for r in runs}
-    counts = Counter(r["ood_dataset"] for r in records
-                     if r.get("run_id") in ids and r.get("status") == "ok" and r.get("split", "test") == "test"
-                     and r.get("ood_dataset"))
+    used = [(r["ood_dataset"], params_text(r.get("ood_dataset_params") or {})) for r in records
+            if r.get("run_id") in ids and r.get("status") == "ok" and r.get("split", "test") == "test"
+            and r.get("ood_dataset")]
+    counts = Counter(name for name, _ in used)
     monitored = sorted({m for r in runs if (m := (r.get("train") or {}).get("monitor_ood"))})
-    if "svhn" in counts:
-        return "svhn"
-    for m in monitored:
-        if m in counts:
-            return m
-    if counts:
-        return max(sorted(counts), key=lambda o: counts[o])
-    return monitored[0] if monitored else None
+    name = next((o for o in ("svhn", *monitored) if o in counts), None)
+    if name is None and counts:
+        name = max(sorted(counts), key=lambda o: counts[o])
+    if name is None:  # no records: the monitored set, which takes no params
+        return (monitored[0], {}) if monitored else None
+    variants = Counter(p for o, p in used if o == name)
+    return name, json.loads(max(sorted(variants), key=lambda p: variants[p]))
 
 
-def model_outputs(ce: RunModel, ln: RunModel, ood: str) -> dict:
+def model_outputs(ce: RunModel, ln: RunModel, ood: str, ood_params: dict | None = None) -> dict:
     """Both networks on the same images: a seeded sample of the ID test split (:data:`TSNE_ID_SAMPLES`)
     and of the OOD set's test split (:data:`TSNE_OOD_SAMPLES`), both in dataset order.
 
@@ -342,14 +344,14 @@ def model_outputs(ce: RunModel, ln: RunModel, ood: str) -> dict:
     from logitnorm_bench.evaluation import forward_pass, sample_indices
     from logitnorm_bench.train import materialize
 
-    def sample(name: str, k: int):
-        ds = ce.sources(name).build("test", ce.ctx)
+    def sample(name: str, params: dict | None, k: int):
+        ds = ce.sources(name, params or None).build("test", ce.ctx)
         idx = sample_indices(len(ds), k, FIGURE_SEED)
         x, y = materialize(Subset(ds, idx.tolist()))
         return x, y, idx.numpy()
 
-    id_x, id_y, id_index = sample(ce.run["id_dataset"], TSNE_ID_SAMPLES)
-    ood_x, _, ood_index = sample(ood, TSNE_OOD_SAMPLES)
+    id_x, id_y, id_index = sample(ce.run["id_dataset"], ce.run.get("id_dataset_params"), TSNE_ID_SAMPLES)
+    ood_x, _, ood_index = sample(ood, ood_params, TSNE_OOD_SAMPLES)
     if tuple(ood_x.shape[1:]) != tuple(id_x.shape[1:]):
         raise ValueError(f"the images of {ood} are {tuple(ood_x.shape[1:])}, the ID dataset's {tuple(id_x.shape[1:])}")
     cpu = torch.device("cpu")
@@ -513,10 +515,11 @@ def model_figures(results: Results, out: Path) -> list[Figure]:
     for (id_ds, arch), (ce, ln) in model_pairs(results).items():
         where = f"{label(id_ds)} / {label(arch)}"
         try:
-            ood = figure_ood(results.records, (ce, ln))
-            if ood is None:
+            chosen = figure_ood(results.records, (ce, ln))
+            if chosen is None:
                 raise ValueError("no OOD set: these runs have no records and monitored none")
-            mo = model_outputs(RunModel.load(results.root, ce), RunModel.load(results.root, ln), ood)
+            ood, ood_params = chosen
+            mo = model_outputs(RunModel.load(results.root, ce), RunModel.load(results.root, ln), ood, ood_params)
             runs = {"ce": ce, "logitnorm": ln}
             fig2.append(draw_figure2(figure2_data(mo), runs, ood, out))
             fig3.append(draw_figure3(figure3_data(mo), runs, ood, out))
