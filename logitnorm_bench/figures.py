@@ -1,5 +1,6 @@
 """Helpers for a report section's figures: a matplotlib figure without global state, saving it as
-a PNG beside the page, and pooling score histograms whose bins differ."""
+a PNG beside the page, pooling score histograms whose bins differ, and a trained run's model
+rebuilt from its checkpoint (:class:`RunModel`) for figures drawn from the network itself."""
 
 from __future__ import annotations
 
@@ -77,3 +78,45 @@ def epoch_means(runs: list[dict], key: str) -> tuple[list[int], list[float]]:
                 per_epoch[int(h["epoch"])].append(float(h[key]))
     epochs = sorted(per_epoch)
     return epochs, [statistics.fmean(per_epoch[e]) for e in epochs]
+
+
+class RunModel:
+    """A trained run's model, rebuilt from its results folder for a figure that needs the network
+    itself (not only its records): ``model`` (eval mode, CPU), ``sources`` (the run's datasets:
+    smoke stand-ins for a smoke run) and ``ctx`` (where they read their data; never downloads).
+
+    ``load(root, run)``: ``run`` is the ``"run"`` part of ``runs/<run_id>/run.json``; the weights are
+    ``runs/<run_id>/model.pt``, loaded with ``weights_only=True``, never renamed or written.
+    Raises ``FileNotFoundError`` when the run has no ``model.pt``.
+    """
+
+    def __init__(self, run: dict, model, sources, ctx):
+        self.run, self.model, self.sources, self.ctx = run, model, sources, ctx
+
+    @classmethod
+    def load(cls, root, run: dict, data_root=None) -> RunModel:
+        import torch
+
+        from logitnorm_bench.components import DataContext
+        from logitnorm_bench.data_views import DataSources
+        from logitnorm_bench.driver import default_data_root
+        from logitnorm_bench.plugins import get_plugins
+        from logitnorm_bench.records import ResultsDir
+        from logitnorm_bench.train import build_model
+
+        if not run.get("run_id"):
+            raise FileNotFoundError("no checkpoint: the run.json names no run_id")
+        path = ResultsDir(root).run_dir(run["run_id"]) / "model.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"no checkpoint runs/{run['run_id']}/model.pt")
+        plugins = get_plugins()
+        sources = DataSources(plugins, bool(run.get("smoke")))
+        id_source = sources(run["id_dataset"], run.get("id_dataset_params") or None)
+        loss_fn = plugins.losses.build(run["loss"], **(run.get("loss_params") or {}))
+        with torch.random.fork_rng(devices=[]):  # build_model seeds the initialisation: keep the caller's RNG
+            model = build_model(plugins, run["arch"], run.get("arch_params") or {}, loss_fn, id_source,
+                                int(run["seed"]))
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        ctx = DataContext(root=Path(data_root) if data_root is not None else default_data_root(), download=False,
+                          seed=int(run["seed"]))  # the worker's context: same seed, same noise images
+        return cls(run, model.eval(), sources, ctx)

@@ -1,4 +1,8 @@
-"""The paper's Figures 1, 4 and 5, drawn from our results on the paper's ID datasets.
+"""The paper's Figures 1 to 5, drawn from our results.
+
+Figures 1, 4 and 5 come from the records and run histories of the paper's ID datasets; Figures 2
+and 3 from the trained networks themselves (``runs/<run_id>/model.pt``) of any ID dataset with a
+CE run and a LogitNorm run of the same architecture and seed:
 
 * ``fig4_<id>_<arch>.png``: Figure 4, the distribution of the MSP (softmax confidence) score
   on ID vs OOD test data, CE and LogitNorm side by side.  From the ``score_hist`` of MSP
@@ -9,18 +13,31 @@
   training epoch, CE vs LogitNorm, from ``runs/*/run.json`` histories (mean over seeds).
 * ``fig5_<id>_<arch>.png``: Figure 5, the average FPR95 of LogitNorm + MSP against tau, when
   more than one tau was run.
+* ``fig2_<id>_<arch>.png``: Figure 2, the softmax outputs of two examples, one ID test image and
+  one OOD image, under the CE and the LogitNorm network (bars per class).
+* ``fig3_<id>_<arch>.png``: Figure 3, t-SNE (scikit-learn's ``TSNE``, :data:`TSNE_PARAMS`) of a
+  seeded sample of ID test images (coloured by class) and OOD images (brown), CE vs LogitNorm: of
+  the softmax outputs, as the paper's Figure 3 does, and of the penultimate-layer features.
+
+Figures 2 and 3 use one CE/LogitNorm pair per ID dataset and architecture (:func:`model_pairs`) and
+the OOD set of Figure 4's rule (:func:`figure_ood`); the images are the run's own data (smoke
+stand-ins for a smoke run), read from the data root (``$OOD_BENCH_DATA`` or ``./data``, never
+downloaded).  A pair whose checkpoint or data is missing gets a one-line note instead.
 
 A figure without data is skipped and the page says why; smoke results put "SMOKE" on a figure.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import json
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from logitnorm_bench.figures import epoch_means, file_name, finish, new_figure, pooled_fraction, score_range
+from logitnorm_bench.figures import (
+    RunModel, epoch_means, file_name, finish, new_figure, pooled_fraction, score_range,
+)
 from logitnorm_bench.leaderboard import params_text
 from logitnorm_bench.reporting import Figure, Results, params_label
 
@@ -245,8 +262,280 @@ def figure5(rows: list[dict], out: Path) -> list[Figure]:
     return figs or [Figure("Figure 5", None, "skipped: no LogitNorm + MSP results with more than one tau")]
 
 
-def paper_figures(results: Results, out: Path) -> list[Figure]:
-    """Figures 1, 4 and 5 for the paper's ID datasets (skipped ones say why)."""
+# ------------------------------------------------------------------------------------------
+# Figures 2 and 3: the networks themselves, from their checkpoints
+# ------------------------------------------------------------------------------------------
+
+FIGURE_SEED = 0  #: the seed of the ID and OOD images sampled for Figures 2 and 3
+TSNE_ID_SAMPLES = 300  #: ID test images in Figure 3 (a seeded sample; all when the split is smaller)
+TSNE_OOD_SAMPLES = 100  #: OOD images in Figure 3
+#: scikit-learn's TSNE (its defaults, spelled out), with PCA initialisation and a fixed random_state;
+#: the perplexity is capped below the point count.  Run on one thread (:func:`tsne`).
+TSNE_PARAMS = {"n_components": 2, "perplexity": 30.0, "init": "pca", "method": "barnes_hut", "random_state": 0}
+SPACES = {"softmax": "softmax outputs", "features": "penultimate-layer features"}
+OOD_BROWN = "#8c564b"  # the paper's colour for OOD points; left out of the class colours
+
+
+def _has_checkpoint(root: Path, run: dict) -> bool:
+    return bool(run.get("run_id")) and (root / "runs" / str(run["run_id"]) / "model.pt").is_file()
+
+
+def model_pairs(results: Results) -> dict[tuple[str, str], tuple[dict, dict]]:
+    """``{(id_dataset, arch): (ce run, logitnorm run)}``: the two trained runs Figures 2 and 3 compare,
+    of the same ID dataset and architecture (and their parameters), seed, and smoke or not.
+
+    Of several such pairs: both checkpoints present first, then real over smoke, the paper's tau,
+    the same training recipe, the lowest seed; ties go to the first run ids.
+    """
+    groups: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: {"ce": [], "logitnorm": []})
+    for info in results.runs:
+        run = info["run"]
+        if (info.get("status") != "trained" or run.get("loss") not in ("ce", "logitnorm")
+                or any(run.get(k) is None for k in ("id_dataset", "arch", "seed"))):
+            continue
+        key = (run["id_dataset"], run["arch"], params_text(run.get("id_dataset_params") or {}),
+               params_text(run.get("arch_params") or {}), run["seed"], bool(run.get("smoke")))
+        groups[key][run["loss"]].append(run)
+    candidates: dict[tuple[str, str], list[tuple[dict, dict]]] = defaultdict(list)
+    for key, by_loss in groups.items():
+        candidates[key[:2]] += [(ce, ln) for ce in by_loss["ce"] for ln in by_loss["logitnorm"]]
+
+    def rank(pair, id_ds):
+        ce, ln = pair
+        return (_has_checkpoint(results.root, ce) and _has_checkpoint(results.root, ln), not ce.get("smoke"),
+                matches(ln.get("loss_params") or {}, paper_params(id_ds, "logitnorm", None)[0]),
+                params_text(ce.get("train") or {}) == params_text(ln.get("train") or {}), -ce["seed"])
+
+    return {model: max(sorted(pairs, key=lambda p: (str(p[0].get("run_id")), str(p[1].get("run_id")))),
+                       key=lambda p: rank(p, model[0]))
+            for model, pairs in sorted(candidates.items()) if pairs}
+
+
+def figure_ood(records, runs: tuple[dict, ...]) -> tuple[str, dict] | None:
+    """The OOD set the figures show for these runs, as ``(name, dataset params)``, by Figure 4's rule:
+    SVHN (the paper's), else the set monitored during training, else the one these runs were
+    evaluated on most; the monitored set when they have no records.  Of one set evaluated with
+    several params, the params of most records."""
+    ids = {r.get("run_id") for r in runs}
+    used = [(r["ood_dataset"], params_text(r.get("ood_dataset_params") or {})) for r in records
+            if r.get("run_id") in ids and r.get("status") == "ok" and r.get("split", "test") == "test"
+            and r.get("ood_dataset")]
+    counts = Counter(name for name, _ in used)
+    monitored = sorted({m for r in runs if (m := (r.get("train") or {}).get("monitor_ood"))})
+    name = next((o for o in ("svhn", *monitored) if o in counts), None)
+    if name is None and counts:
+        name = max(sorted(counts), key=lambda o: counts[o])
+    if name is None:  # no records: the monitored set, which takes no params
+        return (monitored[0], {}) if monitored else None
+    variants = Counter(p for o, p in used if o == name)
+    return name, json.loads(max(sorted(variants), key=lambda p: variants[p]))
+
+
+def model_outputs(ce: RunModel, ln: RunModel, ood: str, ood_params: dict | None = None) -> dict:
+    """Both networks on the same images: a seeded sample of the ID test split (:data:`TSNE_ID_SAMPLES`)
+    and of the OOD set's test split (:data:`TSNE_OOD_SAMPLES`), both in dataset order.
+
+    Returns ``id_x``, ``id_y``, ``id_index`` (positions in the ID test split), ``ood_x``,
+    ``ood_index``, and ``outputs[loss][side]`` (``ModelOutputs``: logits and penultimate features).
+    """
+    import torch
+    from torch.utils.data import Subset
+
+    from logitnorm_bench.evaluation import forward_pass, sample_indices
+    from logitnorm_bench.train import materialize
+
+    def sample(name: str, params: dict | None, k: int):
+        ds = ce.sources(name, params or None).build("test", ce.ctx)
+        idx = sample_indices(len(ds), k, FIGURE_SEED)
+        x, y = materialize(Subset(ds, idx.tolist()))
+        return x, y, idx.numpy()
+
+    id_x, id_y, id_index = sample(ce.run["id_dataset"], ce.run.get("id_dataset_params"), TSNE_ID_SAMPLES)
+    ood_x, _, ood_index = sample(ood, ood_params, TSNE_OOD_SAMPLES)
+    if tuple(ood_x.shape[1:]) != tuple(id_x.shape[1:]):
+        raise ValueError(f"the images of {ood} are {tuple(ood_x.shape[1:])}, the ID dataset's {tuple(id_x.shape[1:])}")
+    cpu = torch.device("cpu")
+    outputs = {loss: {side: forward_pass(m.model, x, 256, cpu, True) for side, x in (("id", id_x), ("ood", ood_x))}
+               for loss, m in (("ce", ce), ("logitnorm", ln))}
+    return {"id_x": id_x, "id_y": id_y.numpy(), "id_index": id_index, "ood_x": ood_x, "ood_index": ood_index,
+            "outputs": outputs}
+
+
+def _softmax(logits) -> np.ndarray:
+    import torch
+
+    return torch.softmax(logits.double(), dim=1).numpy()
+
+
+def figure2_data(mo: dict) -> dict:
+    """What Figure 2 plots: the softmax outputs of both networks on two images.
+
+    The ID example is the first image of the ID sample that both networks classify correctly (the
+    first image when there is none); the OOD example is the first image of the OOD sample.
+    ``id_index``/``ood_index`` are their positions in the datasets' test splits.
+    """
+    out = mo["outputs"]
+    right = np.ones(len(mo["id_y"]), dtype=bool)
+    for loss in ("ce", "logitnorm"):
+        right &= out[loss]["id"].logits.argmax(dim=1).numpy() == mo["id_y"]
+    pos = int(np.argmax(right)) if right.any() else 0
+    return {"id_index": int(mo["id_index"][pos]), "id_label": int(mo["id_y"][pos]),
+            "ood_index": int(mo["ood_index"][0]), "id_image": mo["id_x"][pos].numpy(),
+            "ood_image": mo["ood_x"][0].numpy(),
+            "probs": {loss: {"id": _softmax(out[loss]["id"].logits[pos:pos + 1])[0],
+                             "ood": _softmax(out[loss]["ood"].logits[:1])[0]} for loss in ("ce", "logitnorm")}}
+
+
+def tsne(points: np.ndarray) -> np.ndarray:
+    """2-D t-SNE of ``points`` with :data:`TSNE_PARAMS`."""
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
+
+    params = dict(TSNE_PARAMS, perplexity=min(TSNE_PARAMS["perplexity"], (len(points) - 1) / 3))
+    # One thread: Barnes-Hut's OpenMP sums then have one order (the same coordinates on any machine),
+    # and 400 points take 3 s instead of 27 s on a busy 2-core machine.
+    with threadpool_limits(1):
+        return TSNE(**params).fit_transform(points)
+
+
+def figure3_data(mo: dict) -> dict:
+    """What Figure 3 plots: ``inputs[space][loss]`` (the ID sample's rows, then the OOD sample's; float64)
+    and their t-SNE ``coords[space][loss]``, for space ``softmax`` (the paper's) and ``features``."""
+    out = mo["outputs"]
+    inputs: dict[str, dict[str, np.ndarray]] = {space: {} for space in SPACES}
+    for loss in ("ce", "logitnorm"):
+        inputs["softmax"][loss] = np.concatenate([_softmax(out[loss][s].logits) for s in ("id", "ood")])
+        inputs["features"][loss] = np.concatenate([out[loss][s].features.double().numpy() for s in ("id", "ood")])
+    return {"labels": mo["id_y"], "n_ood": len(mo["ood_index"]), "inputs": inputs,
+            "coords": {space: {loss: tsne(x) for loss, x in by_loss.items()} for space, by_loss in inputs.items()}}
+
+
+def _loss_title(tag: str, loss: str, run: dict) -> str:
+    name = "Cross-entropy loss" if loss == "ce" else "LogitNorm loss"
+    lp = run.get("loss_params") or {}
+    return f"{tag} {name}" + (f" ({params_label(lp)})" if lp else "")
+
+
+def _display(image: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """An image (C, H, W) scaled to [0, 1] for imshow: grey for one channel."""
+    lo, hi = float(image.min()), float(image.max())
+    img = (image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)
+    return (img[0], "gray") if img.shape[0] == 1 else (np.transpose(img[:3], (1, 2, 0)), None)
+
+
+def draw_figure2(data: dict, runs: dict[str, dict], ood: str, out: Path) -> Figure:
+    run = runs["ce"]
+    id_ds, arch = run["id_dataset"], run["arch"]
+    fig = new_figure(12, 3.8)
+    grid = fig.add_gridspec(1, 4, width_ratios=[1, 1, 3, 3])
+    for i, (side, text) in enumerate((("id", f"ID: {label(id_ds)} test #{data['id_index']}\n"
+                                                f"(class {data['id_label']})"),
+                                      ("ood", f"OOD: {label(ood)} test #{data['ood_index']}"))):
+        ax = fig.add_subplot(grid[0, i])
+        img, cmap = _display(data[f"{side}_image"])
+        ax.imshow(img, cmap=cmap, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(text, fontsize=8, color=ID_COLOR if side == "id" else OOD_COLOR)
+    k = len(data["probs"]["ce"]["id"])
+    xs, width = np.arange(k), 0.4
+    for j, (tag, loss) in enumerate((("(a)", "ce"), ("(b)", "logitnorm"))):
+        ax = fig.add_subplot(grid[0, 2 + j])
+        for off, side, color, what in ((-width / 2, "id", ID_COLOR, "ID"), (width / 2, "ood", OOD_COLOR, "OOD")):
+            p = data["probs"][loss][side]
+            ax.bar(xs + off, p, width, color=color, label=f"{what} example: max {p.max():.2f}")
+        ax.axhline(1 / k, color="gray", linestyle=":", linewidth=0.8, label=f"uniform (1/{k})")
+        ax.set_ylim(0, 1.05)
+        if k <= 20:
+            ax.set_xticks(xs)
+        ax.set_xlabel("class")
+        ax.set_ylabel("softmax probability")
+        ax.set_title(_loss_title(tag, loss, runs[loss]), fontsize=10)
+        ax.legend(fontsize=8, loc="upper right")
+    msp = {loss: (data["probs"][loss]["id"].max(), data["probs"][loss]["ood"].max()) for loss in ("ce", "logitnorm")}
+    return finish(
+        fig, out, file_name("fig2", id_ds, arch), "Figure 2",
+        f"Figure 2: softmax outputs of two examples, {label(id_ds)} / {label(arch)}, seed {run['seed']}",
+        f"Softmax outputs of one ID test image (the first of the figure's seeded sample that both networks "
+        f"classify correctly: {label(id_ds)} test image #{data['id_index']}) and one OOD image (the first of the "
+        f"sample: {label(ood)} test image #{data['ood_index']}) under the (a) CE and (b) LogitNorm networks, "
+        f"{label(id_ds)} / {label(arch)}, seed {run['seed']}. Softmax confidence, ID and OOD: CE "
+        f"{msp['ce'][0]:.2f} and {msp['ce'][1]:.2f}, LogitNorm {msp['logitnorm'][0]:.2f} and "
+        f"{msp['logitnorm'][1]:.2f} (the paper, CIFAR-10 / WRN-40-2: 1.0 and 1.0, 0.66 and 0.14).",
+        bool(run.get("smoke")))
+
+
+def _class_colors(k: int) -> list:
+    from matplotlib import colormaps
+
+    if k <= 10:  # tab10 without its brown, which marks OOD points as in the paper; black instead
+        tab = list(colormaps["tab10"].colors)
+        return (tab[:5] + tab[6:] + [(0.0, 0.0, 0.0)])[:k]
+    return [colormaps["hsv"](i / k) for i in range(k)]
+
+
+def draw_figure3(data: dict, runs: dict[str, dict], ood: str, out: Path) -> Figure:
+    run = runs["ce"]
+    id_ds, arch = run["id_dataset"], run["arch"]
+    labels, n_ood = data["labels"], data["n_ood"]
+    n_id = len(labels)
+    k = int(labels.max()) + 1 if n_id else 0
+    colors = _class_colors(k)
+    fig = new_figure(11, 9.2)
+    axes = fig.subplots(2, 2)
+    for row, space in enumerate(SPACES):
+        for col, (tag, loss) in enumerate((("(a)", "ce"), ("(b)", "logitnorm"))):
+            ax = axes[row][col]
+            xy = data["coords"][space][loss]
+            for c in range(k):
+                pts = xy[:n_id][labels == c]
+                ax.scatter(pts[:, 0], pts[:, 1], s=7, color=colors[c], label=f"class {c}" if k <= 10 else None)
+            ax.scatter(xy[n_id:, 0], xy[n_id:, 1], s=7, color=OOD_BROWN, label=f"OOD ({label(ood)})")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{_loss_title(tag, loss, runs[loss])}: {SPACES[space]}", fontsize=9)
+            if col == 1 and row == 0:  # beside the panels, not over the points
+                ax.legend(fontsize=7, markerscale=1.5, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    perp = min(TSNE_PARAMS["perplexity"], (n_id + n_ood - 1) / 3)
+    return finish(
+        fig, out, file_name("fig3", id_ds, arch), "Figure 3",
+        f"Figure 3: t-SNE, {label(id_ds)} / {label(arch)}, OOD = {label(ood)}, seed {run['seed']}",
+        f"t-SNE (scikit-learn TSNE: Barnes-Hut, PCA init, perplexity {perp:g}, random_state "
+        f"{TSNE_PARAMS['random_state']}) of {n_id} ID test images of {label(id_ds)} (a seeded sample; colour = "
+        f"class) and {n_ood} OOD images of {label(ood)} (brown), under the (a) CE and (b) LogitNorm networks, "
+        f"{label(arch)}, seed {run['seed']}. Top: the softmax outputs, what the paper's Figure 3 embeds; "
+        "bottom: the penultimate-layer features. Each panel is its own embedding.",
+        bool(run.get("smoke")))
+
+
+def model_figures(results: Results, out: Path) -> list[Figure]:
+    """Figures 2 and 3 for every ID dataset and architecture with a CE/LogitNorm pair
+    (:func:`model_pairs`); a pair whose checkpoint, OOD set or data is missing gets one note per figure."""
+    fig2, fig3 = [], []
+    for (id_ds, arch), (ce, ln) in model_pairs(results).items():
+        where = f"{label(id_ds)} / {label(arch)}"
+        try:
+            chosen = figure_ood(results.records, (ce, ln))
+            if chosen is None:
+                raise ValueError("no OOD set: these runs have no records and monitored none")
+            ood, ood_params = chosen
+            mo = model_outputs(RunModel.load(results.root, ce), RunModel.load(results.root, ln), ood, ood_params)
+            runs = {"ce": ce, "logitnorm": ln}
+            fig2.append(draw_figure2(figure2_data(mo), runs, ood, out))
+            fig3.append(draw_figure3(figure3_data(mo), runs, ood, out))
+        except Exception as exc:  # a figure is never worth a failed report
+            why = " ".join(str(exc).split()) or type(exc).__name__
+            if len(fig2) == len(fig3):  # Figure 2 was not drawn either
+                fig2.append(Figure("Figure 2", None, f"skipped for {where}: {why}"))
+            fig3.append(Figure("Figure 3", None, f"skipped for {where}: {why}"))
+    return fig2 + fig3
+
+
+def paper_figures(results: Results, out: Path, model_figs: list[Figure] | None = None) -> list[Figure]:
+    """Figures 1, 4 and 5 for the paper's ID datasets (skipped ones say why), with Figures 2 and 3
+    (``model_figs``, else :func:`model_figures`) after Figure 1."""
     records = [r for r in results.records if r.get("id_dataset") in PAPER_ID_DATASETS]
     runs = [r for r in results.runs if r["run"].get("id_dataset") in PAPER_ID_DATASETS]
-    return figure1(runs, out) + figure4(records, out) + figure5(paper_rows(results), out)
+    if model_figs is None:
+        model_figs = model_figures(results, out)
+    return figure1(runs, out) + model_figs + figure4(records, out) + figure5(paper_rows(results), out)

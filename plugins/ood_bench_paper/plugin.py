@@ -59,7 +59,7 @@ DETECTORS = {
 
 REPORTS = {
     "logitnorm_paper": ("LogitNormPaper", "Wei et al. (ICML 2022): Tables 1-9 beside the paper's numbers; "
-                                          "Figures 1, 4, 5."),
+                                          "Figures 1-5."),
 }
 
 
