@@ -27,7 +27,7 @@ from logitnorm_bench.figures import epoch_means, file_name, finish, new_figure, 
 from logitnorm_bench.leaderboard import GROUP_PREFIX, is_average, params_text
 from logitnorm_bench.metrics import METRICS, Metric, metrics_of
 from logitnorm_bench.reporting import (
-    Cell, Figure, ReportSection, Results, Section, Table, Value, fmt_param, row_value, variant_key, variant_name,
+    Cell, Figure, ReportSection, Results, Section, Table, Value, fmt_param, ood_label, row_value, variant_key, variant_name,
 )
 
 COMPONENTS = ("arch", "loss", "detector")
@@ -85,7 +85,7 @@ def _variants(rows: list[dict]) -> dict[tuple, dict[str, dict]]:
     """Leaderboard rows by variant (every parameter, smoke or real): {variant: {ood_dataset: row}}."""
     out: dict[tuple, dict[str, dict]] = defaultdict(dict)
     for r in rows:
-        out[variant_key(r)][r["ood_dataset"]] = r
+        out[variant_key(r)][ood_label(r)] = r
     return out
 
 
@@ -162,7 +162,7 @@ def _models(id_ds: str, rows: list[dict]) -> Section:
             measured = [r for r, summary in trainings[key]
                         if (summary or m.scope == "run") and r["n_seeds"] > 0 and r.get(m.name) is not None]
             best = max(measured, key=lambda r: r["n_seeds"], default=None)
-            at = best["ood_dataset"] if best and m.scope == "ood_set" else None
+            at = ood_label(best) if best and m.scope == "ood_set" else None
             cells.append(Cell((id_ds, arch, first["loss"], None, at, m.name), _column(m),
                               row_value(best, m.name) if best else Value()))
         out.append((variant_name(first["loss"], first["loss_params"]) + (" (smoke)" if first["smoke"] else ""),
@@ -184,12 +184,12 @@ def _score_figures(records, out: Path) -> list[Figure]:
         recs = _real_over_smoke(by_model[key], lambda r: r.get("smoke"))
         id_ds, arch = key[0], variant_name(recs[0]["arch"], recs[0].get("arch_params") or {})
         # The OOD set with the most records; ties go to the one monitored during training.
-        counts = Counter(r["ood_dataset"] for r in recs)
+        counts = Counter(ood_label(r) for r in recs)
         monitored = {(r.get("train") or {}).get("monitor_ood") for r in recs}
         ood = max(sorted(counts), key=lambda o: (counts[o], o in monitored))
         panels: dict[tuple[str, str], list[dict]] = defaultdict(list)
         for r in recs:
-            if r["ood_dataset"] == ood:
+            if ood_label(r) == ood:
                 loss = variant_name(r["loss"], r.get("loss_params") or {})
                 panels[(loss, variant_name(r["detector"], r.get("detector_params") or {}))].append(r["score_hist"])
         losses = sorted({lo for lo, _ in panels})

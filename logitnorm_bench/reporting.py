@@ -89,7 +89,14 @@ class Results:
 def variant_key(row: dict) -> tuple:
     """What tells two leaderboard variants apart (parameters as canonical JSON, smoke or real)."""
     return (row["id_dataset"], row["arch"], params_text(row["arch_params"]), row["loss"],
-            params_text(row["loss_params"]), row["detector"], params_text(row["detector_params"]), row["smoke"])
+            params_text(row["loss_params"]), row["detector"], params_text(row["detector_params"]), row["smoke"],
+            params_text(row.get("id_dataset_params") or {}))  # last: callers index the fields before it
+
+
+def ood_label(row: dict) -> str:
+    """The OOD set of a row or record with its dataset params (``image_folder(root=/x)``): two folders
+    read through one dataset are two sets in every view, never one."""
+    return variant_name(row["ood_dataset"], row.get("ood_dataset_params") or {})
 
 
 # ------------------------------------------------------------------------------------------

@@ -222,3 +222,23 @@ def test_a_run_with_given_weights_needs_the_training_images_only_for_a_fitted_de
                              weights=[str(weights)])
         _, plan = load_plan(doc)
         assert needed_data(plan)[("digits", "{}")] == splits, detectors
+
+
+def test_the_overview_shows_two_folders_of_one_dataset_as_two_ood_sets():
+    """Two OOD folders read through one dataset are two columns of the report's leaderboard, each its own number."""
+    from logitnorm_bench.leaderboard import build_rows
+    from logitnorm_bench.overview import _detection
+
+    def folders(rec):
+        return {"ood_dataset_params": {"root": f"/ood{rec['seed'] % 2}"}} if rec["ood_dataset"] == "textures" else {}
+
+    rows = [r for r in build_rows(_records(folders)) if not r["smoke"]]
+    section = _detection("cifar10", rows)
+    fpr_cols = [c for c in section.columns if c.startswith("FPR95") and "textures" in c]
+    assert len(fpr_cols) == 2 and any("/ood0" in c for c in fpr_cols) and any("/ood1" in c for c in fpr_cols)
+    ce_msp = next(cells for label, cells in section.rows if label.startswith("ce + msp"))
+    shown = {c.key[4]: c.ours.mean for c in ce_msp if c.key[5] == "fpr95" and "textures" in c.key[4]}
+    expected = {r["ood_dataset_params"]["root"]: r["fpr95"] for r in rows
+                if r["ood_dataset"] == "textures" and r["loss"] == "ce" and r["detector"] == "msp"}
+    assert shown == {"textures(root=/ood0)": pytest.approx(expected["/ood0"]),
+                     "textures(root=/ood1)": pytest.approx(expected["/ood1"])}

@@ -12,7 +12,7 @@ import yaml
 
 from logitnorm_bench import hookimpl
 from logitnorm_bench.leaderboard import GROUP_PREFIX, params_text
-from logitnorm_bench.reporting import Cell, ReportSection, Results, Section, Table, Value, row_value
+from logitnorm_bench.reporting import Cell, ReportSection, Results, Section, Table, Value, ood_label, row_value
 
 from ood_bench_openood import plugin
 
@@ -30,7 +30,7 @@ def reference() -> dict:
 def _ours(rows: list[dict], detector: str, ood: str | None, metric: str) -> Value:
     """Our number for ``detector``: its variant with the fewest parameter changes first (a suite
     records the resolved defaults, e.g. ``temperature: 1``); the others are named in ``variant``."""
-    found = [r for r in rows if r["detector"] == detector and (ood is None or r["ood_dataset"] == ood)]
+    found = [r for r in rows if r["detector"] == detector and (ood is None or ood_label(r) == ood)]
     real = [r for r in found if not r["smoke"]] or found
     if not real:
         return Value()

@@ -43,7 +43,9 @@ import yaml
 
 from logitnorm_bench.leaderboard import build_rows
 from logitnorm_bench.metrics import METRICS, metrics_of
-from logitnorm_bench.reporting import Cell, Results, Section, Table, Value, row_value, same, variant_key, variant_label
+from logitnorm_bench.reporting import (
+    Cell, Results, Section, Table, Value, ood_label, row_value, same, variant_key, variant_label,
+)
 
 PAPER_YAML = Path(__file__).resolve().parent / "paper_tables.yaml"
 PAPER_ID_DATASETS = ("cifar10", "cifar100")
@@ -133,9 +135,9 @@ class Ours:
         self.by_key: dict[tuple, list[dict]] = {}
         self.sets_of: dict[tuple, set] = {}
         for row in paper_rows(results):
-            self.by_key.setdefault(self._key(row) + (row["ood_dataset"],), []).append(row)
+            self.by_key.setdefault(self._key(row) + (ood_label(row),), []).append(row)
             if row["ood_dataset"] != "average" and row["n_seeds"] > 0:
-                self.sets_of.setdefault(variant_key(row), set()).add(row["ood_dataset"])
+                self.sets_of.setdefault(variant_key(row), set()).add(ood_label(row))
         self.by_run_key: dict[tuple, list[dict]] = {}
         for row in results.rows:
             self.by_run_key.setdefault((row["id_dataset"], row["arch"], row["loss"]), []).append(row)
@@ -174,7 +176,7 @@ class Ours:
         rows = [r for r in self.by_run_key.get((id_dataset, arch, loss), [])
                 if r["n_seeds"] > 0 and r.get(metric) is not None]
         if METRICS[metric].scope == "ood_set":
-            rows = [r for r in rows if r["ood_dataset"] == ood_dataset]
+            rows = [r for r in rows if ood_label(r) == ood_dataset]  # the paper's set, not one with params
         else:
             rows = [r for r in rows if r["ood_dataset"] != "average"]
         if not rows:
