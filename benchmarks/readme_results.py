@@ -167,7 +167,8 @@ def readings(rows: list[dict], far: dict, near: dict, records: list[dict]) -> li
                f"{mean_score(msp['logitnorm'], 'ood'):.2f} with LogitNorm and {mean_score(msp['ce'], 'id'):.2f} / "
                f"{mean_score(msp['ce'], 'ood'):.2f} with CE (from the records' score histograms).")
     out.append("- These numbers depend on the torch thread count: `python benchmarks/thread_sensitivity.py` "
-               "measures how far each one moves between 1 and 2 threads, against its seed std.")
+               "measures how far each one moves between 1 and 2 threads, against its seed std; "
+               "[docs/reproducibility.md](docs/reproducibility.md) has its table (about as far as a new seed).")
     return out
 
 
