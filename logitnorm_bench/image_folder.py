@@ -19,6 +19,7 @@ skipped.  Every file's header is read when a split is first listed, so an unread
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from torch.utils.data import Dataset
@@ -38,7 +39,7 @@ MAX_IMAGE_SIZE = 4096
 class FolderImages(Dataset):
     """``(image, label)`` from a list of files; images are opened at each access."""
 
-    def __init__(self, files: list[Path], labels: list[int], transform):
+    def __init__(self, files: list[str], labels: list[int], transform):
         self.files, self.labels, self.transform = files, labels, transform
 
     def __len__(self) -> int:
@@ -78,7 +79,7 @@ class ImageFolder(DatasetSource):
         self.extensions = tuple(sorted({"." + e.lower().lstrip(".") for e in extensions}))
         self.input_shape = (3, image_size, image_size)
         self._layout: tuple[tuple[str, ...], list[str]] | None = None
-        self._files: dict[str, tuple[list[Path], list[int]]] = {}
+        self._files: dict[str, tuple[list[str], list[int]]] = {}
 
     # What the harness reads before building a split.  A root that is missing or holds a bad layout
     # reads as an OOD set with split test, so `ood-bench data` can build it and report what is wrong.
@@ -112,7 +113,7 @@ class ImageFolder(DatasetSource):
         if not present:
             self._layout = ("test",), []
             return self._layout
-        per_split = {s: sorted(p.name for p in (self.root / s).iterdir() if p.is_dir() and not _hidden(p))
+        per_split = {s: sorted(p.name for p in (self.root / s).iterdir() if p.is_dir() and not p.name.startswith("."))
                      for s in present}
         first = per_split[present[0]]
         for s in present[1:]:
@@ -127,7 +128,7 @@ class ImageFolder(DatasetSource):
         files, labels = self._list(split)
         return FolderImages(files, labels, self._transform())
 
-    def _list(self, split: str) -> tuple[list[Path], list[int]]:
+    def _list(self, split: str) -> tuple[list[str], list[int]]:
         if split in self._files:
             return self._files[split]
         splits, classes = self.layout()
@@ -155,11 +156,27 @@ class ImageFolder(DatasetSource):
         self._files[split] = files, labels
         return files, labels
 
-    def _images(self, folder: Path, recursive: bool = True) -> list[Path]:
-        found = folder.rglob("*") if recursive else folder.iterdir()
-        files = [p for p in found if p.suffix.lower() in self.extensions and not _hidden(p.relative_to(folder))
-                 and p.is_file()]
-        return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
+    def _images(self, folder: Path, recursive: bool = True) -> list[str]:
+        """The image files under ``folder``, as plain strings sorted by their relative path.
+
+        Strings from ``os.walk``, not ``Path`` objects: a ``Path`` with its cached parts costs about
+        1 KB, so 200k images listed through ``rglob`` took 0.25 GiB, which grew the evaluation's
+        memory with the set (benchmarks/stream_memory.py); a string costs about a tenth of that.
+        """
+        found: list[str] = []
+        top = str(folder)
+        for dirpath, dirnames, filenames in os.walk(top, followlinks=True):  # as rglob does
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]  # hidden folders: not entered
+            for name in filenames:
+                full = os.path.join(dirpath, name)
+                if (not name.startswith(".") and os.path.splitext(name)[1].lower() in self.extensions
+                        and os.path.isfile(full)):
+                    found.append(full)
+            if not recursive:
+                break
+        cut = len(os.path.join(top, ""))
+        found.sort(key=lambda full: full[cut:].replace(os.sep, "/"))  # by the relative path, as documented
+        return found
 
     def _transform(self):
         import torchvision.transforms as T
@@ -187,16 +204,13 @@ def _stats(name: str, value) -> tuple[float, float, float]:
     return tuple(float(v) for v in value)
 
 
-def _hidden(rel: Path) -> bool:
-    return any(part.startswith(".") for part in rel.parts)
-
 
 def _names(classes: list[str], shown: int = 5) -> str:
     text = ", ".join(classes[:shown])
     return text + (f", ... ({len(classes)} in all)" if len(classes) > shown else "") if classes else "none"
 
 
-def _check_headers(files: list[Path]) -> None:
+def _check_headers(files: list[str]) -> None:
     """Open every file's header (PIL reads a few bytes, not the pixels): the first unreadable one is named."""
     from PIL import Image
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import csv
 import json
 
@@ -342,3 +343,18 @@ def test_own_folders_run_end_to_end_through_the_cli(tmp_path, capsys):
     rows = list(csv.DictReader((results / "leaderboard.csv").open()))
     roots = sorted(json.loads(r["ood_dataset_params"])["root"] for r in rows if r["ood_dataset"] == "image_folder")
     assert roots == sorted([str(tmp_path / "ood")] * 2 + [str(tmp_path / "ood2")] * 2)
+
+
+def test_a_root_under_a_hidden_folder_keeps_its_classes_and_order(tmp_path):
+    """Only names inside the root count as hidden: a root under ~/.cache is not an OOD-only folder.
+    Files are listed in the order of their relative paths, depth included."""
+    root = make_classified(tmp_path / ".cache" / "pets", {"train": 2, "test": 1})
+    _png(root / "test" / "cat" / "a" / "z.png", (0, 0, 0), 7)
+    (root / "test" / "cat" / ".skip").mkdir()
+    _png(root / "test" / "cat" / ".skip" / "y.png", (0, 0, 0), 8)  # in a hidden folder: skipped
+    src = ImageFolder(str(root), image_size=8)
+    assert src.classes == ["cat", "dog"] and src.num_classes == 2
+    test = src.build("test")
+    rel = [os.path.relpath(f, root / "test") for f in test.files]
+    assert rel == sorted(rel) and "cat/a/z.png" in rel and not any(".skip" in r for r in rel)
+    assert all(isinstance(f, str) for f in test.files)  # plain strings: 200k Path objects cost 0.25 GiB
