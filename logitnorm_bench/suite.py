@@ -903,13 +903,7 @@ def check_names(suite: Suite, plugins) -> None:
                 except (ValueError, TypeError) as exc:
                     raise ConfigError(f"{name} rejects {_show(params)}: {exc}", file=suite.path,
                                       key=f"{key}.{params_key}") from None
-        arch_key = (out["arch"], repr(sorted(out["arch_params"].items())), out["id_dataset"],
-                    repr(sorted(out["id_dataset_params"].items())))
-        if arch_key not in built:
-            built.add(arch_key)
-            check_architecture(plugins, out["arch"], out["arch_params"], out["id_dataset"],
-                               out["id_dataset_params"], file=suite.path,
-                               key=f"{key}.arch_params" if c.arch_params else f"{key}.arch", given=c.arch_params)
+        # The weights' own contradiction first: it names the cause more precisely than a failed build.
         if c.weights and c.weights.startswith(TORCHVISION_PREFIX):
             try:
                 check_torchvision_weights(c.weights, id_dataset=out["id_dataset"], arch=out["arch"],
@@ -917,6 +911,13 @@ def check_names(suite: Suite, plugins) -> None:
                                           id_dataset_params=out["id_dataset_params"])
             except ConfigError as exc:
                 raise ConfigError(str(exc), file=suite.path, key=f"{key}.weights") from None
+        arch_key = (out["arch"], repr(sorted(out["arch_params"].items())), out["id_dataset"],
+                    repr(sorted(out["id_dataset_params"].items())))
+        if arch_key not in built:
+            built.add(arch_key)
+            check_architecture(plugins, out["arch"], out["arch_params"], out["id_dataset"],
+                               out["id_dataset_params"], file=suite.path,
+                               key=f"{key}.arch_params" if c.arch_params else f"{key}.arch", given=c.arch_params)
         return dataclasses.replace(c, **out)
 
     if suite.resolved:
