@@ -395,3 +395,20 @@ def test_benchmark_tiny_mode_runs_and_the_two_sides_agree(capsys):
     assert re.search(r"ratio pytorch-ood one by one / harness: [\d.]+x", out)
     worst = float(re.search(r"relative to the largest score: (\S+)", out).group(1))
     assert worst < 1e-4
+
+
+def test_weighted_ebo_stays_finite_where_pytorch_ood_overflows():
+    """pytorch-ood's log(sum(w e^f)) is inf for logits above ~88; ours is the same value as a log-sum-exp."""
+    from logitnorm_bench.components import ModelOutputs
+    from logitnorm_bench.plugins import get_plugins
+
+    det = get_plugins().detectors.build("weighted_ebo", weights=[1.0, 0.0, 2.0])
+    logits = torch.tensor([[200.0, 5.0, 199.0], [1.0, 2.0, 3.0], [-50.0, 300.0, -40.0]])
+    ours = det.score_outputs(ModelOutputs(logits, None), None).double()
+    w = torch.tensor([1.0, 0.0, 2.0], dtype=torch.float64)
+    reference = torch.stack([torch.log((w * torch.exp(row.double() - row.max())).sum()) + row.max()
+                             for row in logits])  # float64, shifted: exact
+    assert torch.isfinite(ours).all()
+    assert torch.allclose(ours, reference, rtol=1e-6)  # higher = more ID: log sum w e^f itself
+    raw = pd.WeightedEBO(None, torch.tensor([1.0, 0.0, 2.0])).predict_logits(logits)
+    assert torch.isinf(raw[0]) and torch.isclose(-raw[1].double(), ours[1], rtol=1e-6)  # finite row: equal

@@ -246,8 +246,11 @@ class WeightedEBO(_Logits):
         w = torch.ones(k) if self.weights is None else torch.tensor(self.weights)
         if w.shape[0] != k:
             raise ValueError(f"weighted_ebo: {w.shape[0]} weights for {k} classes")
-        det.weights = w.to(outputs.logits.device)
-        return det.predict_logits(outputs.logits)
+        # pytorch-ood computes log(sum(w * exp(f))), which overflows to -inf scores once a logit passes
+        # about 88 (float32): an untrained or unnormalised network's logits do.  The same value as a
+        # log-sum-exp (log w = -inf for a zero weight), which never overflows; equal where pytorch-ood is finite.
+        log_w = torch.log(w.to(outputs.logits.device).relu())
+        return -torch.logsumexp(outputs.logits.float() + log_w, dim=1)
 
 
 class KLMatching(_Logits):
