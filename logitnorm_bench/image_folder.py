@@ -193,7 +193,7 @@ class ImageFolder(DatasetSource):
             files = [f for s in splits for f in self._list(s)[0]]
         except ConfigError as exc:  # absent, empty, classes that differ, an unreadable image: not ready
             return DataStatus("missing", source="local folder", folder=str(self.root), detail=str(exc))
-        size = sum(f.stat().st_size for f in files)
+        size = sum(os.path.getsize(f) for f in files)
         return DataStatus("present", size=size, source="local folder", folder=str(self.root))
 
 
