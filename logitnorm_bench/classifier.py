@@ -15,6 +15,23 @@ from torch import nn
 from logitnorm_bench.errors import ConfigError
 
 
+class FcIsHead:
+    """Mixin for a network whose last layer keeps its published name ``fc``: ``head`` is an alias of it.
+
+    Keeping ``fc`` keeps published checkpoints loading unchanged (official LogitNorm, OpenOOD,
+    torchvision).  Reading ``head`` gives ``fc``; assigning ``head`` (GODIN swaps the head) replaces
+    ``fc``: ``nn.Module.__setattr__`` would otherwise put the new module into ``_modules`` under
+    ``head``, where this property hides it.  List it before the ``nn.Module`` base.
+    """
+
+    @property
+    def head(self) -> nn.Module:
+        return self.fc
+
+    def __setattr__(self, name, value):
+        super().__setattr__("fc" if name == "head" else name, value)
+
+
 def as_classifier(model, *, features: Callable | None = None, head: Callable | None = None):
     """``model`` with the harness's ``features``/``head`` contract (``forward == head(features(x))``).
 

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock as BasicBlock_tv
 from torchvision.models.resnet import Bottleneck, ResNet
 
+from logitnorm_bench.classifier import FcIsHead
 from logitnorm_bench.errors import ConfigError
 from ood_bench_openood.imagenet_classes import imagenet200_to_1k
 from ood_bench_paper.architectures import _check_shape
@@ -45,7 +46,7 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class ResNet18_32x32(nn.Module):
+class ResNet18_32x32(FcIsHead, nn.Module):
     """``forward(x) == head(features(x))``; ``head`` is an alias of OpenOOD's ``fc`` (as the paper
     plugin's WRN does), so checkpoints keep OpenOOD's names and GODIN can still replace the head."""
 
@@ -68,13 +69,6 @@ class ResNet18_32x32(nn.Module):
             layers.append(BasicBlock(self.in_planes, planes, s))
             self.in_planes = planes
         return nn.Sequential(*layers)
-
-    @property
-    def head(self) -> nn.Module:
-        return self.fc
-
-    def __setattr__(self, name, value):
-        super().__setattr__("fc" if name == "head" else name, value)
 
     def features(self, x: Tensor) -> Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -111,7 +105,7 @@ def _subset(classes: str | None, num_classes: int, arch: str) -> list[int] | Non
     return index
 
 
-class TorchvisionResNet(ResNet):
+class TorchvisionResNet(FcIsHead, ResNet):
     """torchvision's ``ResNet`` unchanged (so torchvision's state dicts load by their own names) with
     the harness's contract: ``features`` (the pooled penultimate layer) and ``head`` (an alias of
     ``fc``).
@@ -136,13 +130,6 @@ class TorchvisionResNet(ResNet):
             value = state_dict.get(key)
             if value is not None and value.shape[0] == self.full_classes != len(self.class_index):
                 state_dict[key] = value[torch.as_tensor(self.class_index)]
-
-    @property
-    def head(self) -> nn.Module:
-        return self.fc
-
-    def __setattr__(self, name, value):
-        super().__setattr__("fc" if name == "head" else name, value)
 
     def features(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

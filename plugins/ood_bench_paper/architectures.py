@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from logitnorm_bench import hookimpl
 
 from . import plugin
+from logitnorm_bench.classifier import FcIsHead
 from logitnorm_bench.components import Normalized
 
 
@@ -39,7 +40,7 @@ def _check_shape(name: str, input_shape: Sequence[int], *, exact_hw=None, min_hw
 # --------------------------------------------------------------------------------------
 
 
-class WRN(_PytorchOodWideResNet):
+class WRN(FcIsHead, _PytorchOodWideResNet):
     """pytorch-ood's WideResNet with the Classifier contract.
 
     pytorch-ood's class has the official LogitNorm / energy_ood parameter names (``conv1``,
@@ -50,15 +51,6 @@ class WRN(_PytorchOodWideResNet):
 
     def __init__(self, num_classes: int, depth: int = 40, widen_factor: int = 2, dropout: float = 0.3, in_channels: int = 3):
         super().__init__(num_classes, depth=depth, widen_factor=widen_factor, drop_rate=dropout, in_channels=in_channels)
-
-    @property
-    def head(self) -> nn.Module:
-        return self.fc
-
-    def __setattr__(self, name, value):
-        # nn.Module.__setattr__ would put a module assigned to ``head`` into ``_modules`` where the
-        # property above hides it; send it to ``fc`` instead.
-        super().__setattr__("fc" if name == "head" else name, value)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
