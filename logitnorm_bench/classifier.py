@@ -19,7 +19,7 @@ class FcIsHead:
     """Mixin for a network whose last layer keeps its published name ``fc``: ``head`` is an alias of it.
 
     Keeping ``fc`` keeps published checkpoints loading unchanged (official code releases, OpenOOD,
-    torchvision).  Reading ``head`` gives ``fc``; assigning ``head`` (GODIN swaps the head) replaces
+    torchvision).  Reading ``head`` gives ``fc``; assigning ``head`` (a loss that swaps the head) replaces
     ``fc``: ``nn.Module.__setattr__`` would otherwise put the new module into ``_modules`` under
     ``head``, where this property hides it.  List it before the ``nn.Module`` base.
     """
