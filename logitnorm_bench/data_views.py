@@ -10,25 +10,13 @@ test cells.
 from __future__ import annotations
 
 import inspect
-import json
 
 import torch
 from torch.utils.data import Subset
 
 from logitnorm_bench.errors import ConfigError
 from logitnorm_bench.evaluation import sample_indices
-
-
-def source_key(name: str, params: dict | None = None) -> tuple[str, str]:
-    """What identifies one built source: the dataset's name and its params (canonical JSON)."""
-    return name, json.dumps(params or {}, sort_keys=True, separators=(",", ":"))
-
-
-def dataset_label(name: str, params: dict | None = None) -> str:
-    """A dataset as messages and ``ood-bench data`` name it: ``name``, or ``name(key=value, ...)``."""
-    if not params:
-        return name
-    return f"{name}({', '.join(f'{k}={v}' for k, v in sorted(params.items()))})"
+from logitnorm_bench.plan import source_key
 
 
 class DataSources:

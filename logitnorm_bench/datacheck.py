@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from logitnorm_bench.components import DataContext, DataStatus
-from logitnorm_bench.data_views import DataSources, dataset_label
+from logitnorm_bench.data_views import DataSources
+from logitnorm_bench.reporting import variant_name
 from logitnorm_bench.driver import id_first, data_command, needed_data
 from logitnorm_bench.errors import one_line
 from logitnorm_bench.plugins import get_plugins
@@ -53,7 +54,7 @@ def check_data(plan, root: Path) -> list[DataRow]:
         except Exception as exc:  # noqa: BLE001 - a plugin's status must not hide the others
             status = DataStatus("missing", detail=f"its status check failed: {one_line(type(exc).__name__)}: "
                                                   f"{one_line(exc)}")
-        rows.append(DataRow(dataset_label(name, params), splits, status, key))
+        rows.append(DataRow(variant_name(name, params), splits, status, key))
     return rows
 
 

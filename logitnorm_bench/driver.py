@@ -16,7 +16,8 @@ from pathlib import Path
 
 from logitnorm_bench import logs
 from logitnorm_bench.components import DataContext
-from logitnorm_bench.data_views import DataSources, dataset_label, source_key
+from logitnorm_bench.data_views import DataSources, source_key
+from logitnorm_bench.reporting import variant_name
 from logitnorm_bench.errors import ConfigError, DataMissingError
 from logitnorm_bench.logs import Channel
 from logitnorm_bench.plan import EvaluationCell, Plan, TrainingRun, WorkItem
@@ -179,7 +180,7 @@ def prepare_data(plan: Plan, jobs: list, data_root: Path, download: bool, suite_
             try:
                 source.build(split, ctx)  # DataMissingError (bad input) with folder, URL and layout
             except DataMissingError as exc:
-                missing.append((dataset_label(name, params), name, str(exc)))
+                missing.append((variant_name(name, params), name, str(exc)))
                 break  # one message per dataset; go on with the others
     if missing:
         names = [label for label, _, _ in missing]

@@ -22,7 +22,6 @@ of the in-memory path.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +29,11 @@ from typing import Any, Iterator
 
 import torch
 from torch import nn
-from torch.utils.data import Subset
 
 from logitnorm_bench import metrics
 from logitnorm_bench.components import DataContext, FitData, FitOutputs, ModelOutputs
-from logitnorm_bench.loading import ImageSet, InMemory, batches_of, image_set
+from logitnorm_bench.plan import source_key
+from logitnorm_bench.loading import ImageSet, InMemory, batches_of, image_set, subset
 from logitnorm_bench.suite import Loading
 
 
@@ -139,7 +138,7 @@ class Evaluator:
     protocol: dict
     #: the ID test images, if the caller has them: (images, labels) or an ImageSet
     id_test: tuple[torch.Tensor, torch.Tensor] | ImageSet | None = None
-    source_for: Any = None  #: name -> DatasetSource (the runner's, so smoke mode can swap them)
+    source_for: Any = None  #: (name[, params]) -> DatasetSource (the runner's, so smoke mode can swap them)
     cache_dir: Path | None = None  #: where the ID training outputs are cached (the run's folder)
     run_metrics: dict = field(default_factory=dict)
     loading: Loading | None = None  #: which sets are streamed (None: the defaults)
@@ -184,11 +183,11 @@ class Evaluator:
 
         by_ood: dict[tuple, list] = {}  # one OOD set = its name and its params (two image folders)
         for c in cells:
-            by_ood.setdefault((c.ood_dataset, _params_key(c)), []).append(c)
+            by_ood.setdefault(source_key(c.ood_dataset, _ood_params(c)), []).append(c)
         draws = self.protocol.get("ood_draws", 1)
         for (ood_name, _), ood_cells in by_ood.items():
             t1 = time.perf_counter()
-            ood_params = getattr(ood_cells[0], "ood_dataset_params", None)
+            ood_params = _ood_params(ood_cells[0])
             try:
                 samples = [self._ood_images(ood_name, d, ood_params) for d in range(draws)]
                 outs = [forward_pass(model, x, bs, dev, with_features) for x in samples]
@@ -248,6 +247,7 @@ class Evaluator:
         return result
 
     def _ood_images(self, name: str, draw: int = 0, params: dict | None = None) -> ImageSet:
+        # Asked for params only when there are any: a source_for written before dataset params (one argument) still works.
         source = self.source_for(name, params) if params else self.source_for(name)
         if tuple(source.input_shape) != tuple(self.id_source.input_shape):
             raise ValueError(f"its images are {tuple(source.input_shape)}, the ID dataset's are "
@@ -256,7 +256,7 @@ class Evaluator:
         if len(ds) == 0:
             raise ValueError("the dataset has no items")
         idx = sample_indices(len(ds), self.protocol["ood_samples"], self.protocol["sample_seed"] + draw)
-        return self._images(Subset(ds, idx.tolist()) if len(idx) < len(ds) else ds)
+        return self._images(subset(ds, idx))
 
     def _fit_data(self, with_features: bool) -> tuple[FitData, dict]:
         """The ID data every fitted detector of this model shares (see :class:`FitData`), and where its
@@ -273,7 +273,7 @@ class Evaluator:
         else:
             ds, split = self.id_source.build("train", self.ctx), "train"
         idx = sample_indices(len(ds), k, self.protocol["sample_seed"] + 1)
-        val = self._images(Subset(ds, idx.tolist()))
+        val = self._images(subset(ds, idx))
         origin = {"split": split, "images": len(val), "seen_in_training": split == "train"}
         val_out = forward_pass(self.model, val, bs, self.device, with_features)
         return FitData(self.model, self.device, id_train=self._train_outputs(with_features),
@@ -296,7 +296,7 @@ class Evaluator:
                 return FitOutputs(cached["logits"], cached["labels"], cached["features"], int(cached["total"]))
         ds = self.id_source.build("train", self.ctx)
         idx = sample_indices(len(ds), k, seed)
-        x = self._images(Subset(ds, idx.tolist()) if len(idx) < len(ds) else ds)
+        x = self._images(subset(ds, idx))
         out = forward_pass(self.model, x, self.protocol["batch_size"], self.device, with_features)
         fit = FitOutputs(out.logits, x.labels(), out.features, len(ds))
         del x
@@ -324,8 +324,9 @@ def _fit_data_facts(data: FitData) -> dict:
             "id_val_samples": len(data.id_val) if data.id_val is not None else 0}
 
 
-def _params_key(cell) -> str:
-    return json.dumps(getattr(cell, "ood_dataset_params", None) or {}, sort_keys=True)
+def _ood_params(cell) -> dict:
+    """A cell's OOD dataset params; a cell made by hand (benchmarks, the API) may not have the field."""
+    return getattr(cell, "ood_dataset_params", None) or {}
 
 
 def _det_key(cell) -> str:

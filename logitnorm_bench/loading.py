@@ -118,8 +118,6 @@ class ImageSet:
 class InMemory(ImageSet):
     """The fast path: the whole set as one tensor (on the CPU, or on the device with ``train.fast.gpu_data``)."""
 
-    streamed = False
-
     def __init__(self, x: Tensor, y: Tensor | None = None):
         self.x = x
         self.y = y if y is not None else torch.full((x.shape[0],), -1, dtype=torch.int64)
@@ -182,8 +180,6 @@ class _IndexBatches:
 
 class Streamed(ImageSet):
     """A set read batch by batch through a DataLoader: memory does not grow with its size."""
-
-    streamed = True
 
     def __init__(self, ds: Dataset, workers: int = 0, pin_memory: bool = False, prefetch_factor: int = 4):
         if len(ds) == 0:
@@ -279,6 +275,6 @@ def batches_of(x, batch_size: int) -> Iterator[Tensor]:
             yield x[i:i + batch_size]
 
 
-def sample(ds: Dataset, idx: Tensor) -> Dataset:
-    """The items of ``ds`` at ``idx`` (all of them when ``idx`` is every index in order)."""
+def subset(ds: Dataset, idx: Tensor) -> Dataset:
+    """The items of ``ds`` at ``idx`` (``ds`` itself when ``idx`` is every index in order)."""
     return Subset(ds, idx.tolist()) if len(idx) < len(ds) else ds

@@ -32,6 +32,11 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
+
+def source_key(name: str, params: dict | None = None) -> tuple[str, str]:
+    """What identifies one built source: the dataset's name and its params (canonical JSON)."""
+    return name, json.dumps(params or {}, sort_keys=True, separators=(",", ":"))
+
 @dataclass
 class TrainingRun:
     run_id: str

@@ -281,7 +281,7 @@ def _run_detector_checks(det: Detector, name: str, model: nn.Module, seen: dict,
     id_source, ood_source = KitSource(), KitSource(ood=True)
     before = _model_state(model)
     evaluator = Evaluator(model, id_source, ctx, plugins, torch.device("cpu"), protocol,
-                          source_for=lambda _name: ood_source)
+                          source_for=lambda _name, _params=None: ood_source)
     cells = [EvaluationCell(d, "kit", d, {}, "kit_ood", protocol) for d in ("kit_detector", "kit_sentinel")]
     results = {c.detector: r for c, r in evaluator.evaluate(cells)}
     result = results["kit_detector"]

@@ -70,7 +70,7 @@ def bench(tmp_path_factory):
     model.eval()
     ood_source = reg.datasets.build("photo_patches", n=200, shape=(1, 8, 8))
     protocol = dataclasses.asdict(EvalProtocol(ood_samples=None, batch_size=BATCH))
-    evaluator = Evaluator(model, source, ctx, reg, torch.device("cpu"), protocol, source_for=lambda name: ood_source)
+    evaluator = Evaluator(model, source, ctx, reg, torch.device("cpu"), protocol, source_for=lambda name, params=None: ood_source)
     cells = [EvaluationCell(name, "run", name, {}, "photo_patches", protocol) for name in DETECTORS]
     results = {c.detector: r for c, r in evaluator.evaluate(cells)}
     assert evaluator.run_metrics["id_acc"] > 0.9
@@ -175,7 +175,7 @@ def test_one_pass_per_set_for_every_detector_of_the_grid(bench, tmp_path):
     hook = model.net.body.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[0]))
     try:
         evaluator = Evaluator(model, source, DataContext(root=tmp_path, download=False), reg, torch.device("cpu"),
-                              protocol, source_for=lambda name: ood_source)
+                              protocol, source_for=lambda name, params=None: ood_source)
         shared = [n for n, (cls, _) in DETECTORS.items() if not cls.needs_input_grad]
         cells = [EvaluationCell(n, "run", n, {}, "photo_patches", protocol) for n in shared]
         assert all("error" not in r for _, r in evaluator.evaluate(cells))

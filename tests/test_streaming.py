@@ -220,7 +220,7 @@ def test_the_streamed_evaluation_never_loads_a_whole_set(tmp_path, monkeypatch):
     ctx = DataContext(root=tmp_path, download=False)
 
     def evaluate(threshold):
-        ev = Evaluator(model, source, ctx, plugins, torch.device("cpu"), protocol, source_for=lambda _n: noise,
+        ev = Evaluator(model, source, ctx, plugins, torch.device("cpu"), protocol, source_for=lambda _n, _p=None: noise,
                        loading=Loading(stream_above_mb=threshold, loader_workers=0))
         return {c.detector: r for c, r in ev.evaluate(cells)}
 
