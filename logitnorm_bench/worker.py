@@ -23,7 +23,7 @@ from logitnorm_bench.data_views import DataSources, ValidationSources, outlier_i
 from logitnorm_bench.devices import resolve_device
 from logitnorm_bench.errors import OodBenchError
 from logitnorm_bench.evaluation import Evaluator, forward_pass, sample_indices
-from logitnorm_bench.loading import InMemory, image_set
+from logitnorm_bench.loading import image_set
 from logitnorm_bench.plan import EvaluationCell, TrainingRun, WorkItem, plain
 from logitnorm_bench.plugins import get_plugins
 from logitnorm_bench.records import Record, ResultsDir, atomic_torch_save, load_state_or_set_aside, provenance
@@ -185,10 +185,7 @@ def _execute(item: WorkItem, reporter: progress.RunReporter) -> dict:
                 monitor = LogitMagnitudeMonitor(id_test, sources, run, ctx, dev)
                 info.update(base, status="training", started=_now())
                 results.write_run(run.run_id, info)
-                # the in-memory fast path hands train() its tensors, as it always did
-                train_x, train_y = (train_set.x, train_set.y) if isinstance(train_set, InMemory) else (train_set, None)
-                outliers = outliers.x if isinstance(outliers, InMemory) else outliers
-                res = train(model, loss_fn, train_x, train_y, run.train, run.seed, dev,
+                res = train(model, loss_fn, train_set, None, run.train, run.seed, dev,
                             checkpoint=run_dir / "checkpoint.pt", monitor=monitor, events=events,
                             outliers=outliers)
                 t_train = res.seconds

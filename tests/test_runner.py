@@ -268,7 +268,7 @@ def test_godin_chooses_epsilon_on_held_out_images_and_records_where_they_came_fr
     real_train = worker.train
 
     def spy(model, loss_fn, train_x, *args, **kwargs):
-        trained_on.append(train_x.clone())
+        trained_on.append(train_x.x.clone())  # the in-memory ImageSet's images
         return real_train(model, loss_fn, train_x, *args, **kwargs)
 
     monkeypatch.setattr(worker, "train", spy)
