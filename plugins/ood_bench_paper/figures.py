@@ -386,12 +386,17 @@ def figure2_data(mo: dict) -> dict:
                              "ood": _softmax(out[loss]["ood"].logits[:1])[0]} for loss in ("ce", "logitnorm")}}
 
 
+def tsne_params(n_points: int) -> dict:
+    """:data:`TSNE_PARAMS` for ``n_points`` points: the perplexity capped below the point count."""
+    return dict(TSNE_PARAMS, perplexity=min(TSNE_PARAMS["perplexity"], (n_points - 1) / 3))
+
+
 def tsne(points: np.ndarray) -> np.ndarray:
-    """2-D t-SNE of ``points`` with :data:`TSNE_PARAMS`."""
+    """2-D t-SNE of ``points`` with :func:`tsne_params`."""
     from sklearn.manifold import TSNE
     from threadpoolctl import threadpool_limits
 
-    params = dict(TSNE_PARAMS, perplexity=min(TSNE_PARAMS["perplexity"], (len(points) - 1) / 3))
+    params = tsne_params(len(points))
     # One thread: Barnes-Hut's OpenMP sums then have one order (the same coordinates on any machine),
     # and 400 points take 3 s instead of 27 s on a busy 2-core machine.
     with threadpool_limits(1):
@@ -496,7 +501,7 @@ def draw_figure3(data: dict, runs: dict[str, dict], ood: str, out: Path) -> Figu
             ax.set_title(f"{_loss_title(tag, loss, runs[loss])}: {SPACES[space]}", fontsize=9)
             if col == 1 and row == 0:  # beside the panels, not over the points
                 ax.legend(fontsize=7, markerscale=1.5, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    perp = min(TSNE_PARAMS["perplexity"], (n_id + n_ood - 1) / 3)
+    perp = tsne_params(n_id + n_ood)["perplexity"]
     return finish(
         fig, out, file_name("fig3", id_ds, arch), "Figure 3",
         f"Figure 3: t-SNE, {label(id_ds)} / {label(arch)}, OOD = {label(ood)}, seed {run['seed']}",
